@@ -1,0 +1,17 @@
+//! The Vane sidecar, organised around its seams:
+//! [`model`] (the encoder; ONNX Runtime lives only in `model::onnx`), [`batching`] (the encoder
+//! thread and its queue), [`classify`] (categories), [`cache`] (semantic cache backends),
+//! [`completion`] (what is cacheable), [`router`] (the decision), [`server`] (gRPC),
+//! [`admin`] and [`metrics`] (operations), [`config`].
+
+pub mod admin;
+pub mod batching;
+pub mod cache;
+pub mod classify;
+pub mod completion;
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod router;
+pub mod server;
+pub mod tickets;

@@ -1,0 +1,109 @@
+//! `vane-embedder`: the Vane sidecar. `serve` (the default) runs the gRPC router and the admin
+//! HTTP server until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+
+use vane_embedder::admin::{self, AdminState};
+use vane_embedder::batching::EmbedQueue;
+use vane_embedder::config::Config;
+use vane_embedder::metrics::Metrics;
+use vane_embedder::model::onnx::OnnxEncoder;
+use vane_embedder::router::Router;
+use vane_embedder::server::RouterService;
+
+#[derive(Parser)]
+#[command(name = "vane-embedder", about = "The Vane sidecar: semantic routing and caching for LLM traffic")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the router over gRPC (the default).
+    Serve {
+        #[arg(long, env = "VANE_CONFIG", default_value = "config/vane.yaml")]
+        config: PathBuf,
+        /// Overrides `server.grpc` (tests and launchers pick free ports).
+        #[arg(long)]
+        grpc: Option<SocketAddr>,
+        /// Overrides `server.admin`.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .init();
+    let command = Cli::parse().command.unwrap_or_else(|| {
+        let config = std::env::var_os("VANE_CONFIG").map_or("config/vane.yaml".into(), Into::into);
+        Command::Serve { config, grpc: None, admin: None }
+    });
+    let result = match command {
+        Command::Serve { config, grpc, admin } => serve(config, grpc, admin),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = Config::load(&path)?;
+    config.server.grpc = grpc.unwrap_or(config.server.grpc);
+    config.server.admin = admin.unwrap_or(config.server.admin);
+    let metrics = Metrics::default();
+    let started = std::time::Instant::now();
+    let encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
+    info!(model = %config.model.onnx.display(), took_ms = started.elapsed().as_millis() as u64, "encoder ready");
+    let queue = EmbedQueue::start(Box::new(encoder), config.model.max_batch, config.model.queue, metrics.clone());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let router = Arc::new(Router::build(&config, queue, metrics.clone()).await.context("embedding category examples")?);
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin_listener = tokio::net::TcpListener::bind(config.server.admin).await.with_context(|| format!("binding admin {}", config.server.admin))?;
+        let grpc_listener = tokio::net::TcpListener::bind(config.server.grpc).await.with_context(|| format!("binding gRPC {}", config.server.grpc))?;
+        let admin = axum::serve(admin_listener, admin::routes(AdminState { metrics, ready: ready.clone() })).with_graceful_shutdown(shutdown());
+        let grpc = tonic::transport::Server::builder()
+            .add_service(RouterService::new(router))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), shutdown());
+        ready.store(true, Ordering::Release);
+        info!(grpc = %config.server.grpc, admin = %config.server.admin, "serving");
+        let (a, g) = tokio::join!(admin, grpc);
+        a.context("admin server")?;
+        g.context("gRPC server")?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics, defined once here with help text and units, served on the admin port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+type Label = [(&'static str, &'static str); 1];
+
+/// Latency buckets from 100 µs to ~3 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0].into_iter()
+}
+
+struct Inner {
+    registry: Registry,
+    route_decisions: Family<Label, Counter>,
+    route_duration: Histogram,
+    cache_lookups: Family<Label, Counter>,
+    cache_stores: Family<Label, Counter>,
+    cache_entries: Gauge,
+    encoder_batch_size: Histogram,
+    encoder_duration: Histogram,
+}
+
+/// Cheap to clone; every clone updates the same registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("vane");
+        let route_decisions = Family::<Label, Counter>::default();
+        registry.register("route_decisions", "Route decisions by kind (forward, cached, block)", route_decisions.clone());
+        let route_duration = Histogram::new(latency_buckets());
+        registry.register_with_unit("route_duration", "Time to answer one Route call", Unit::Seconds, route_duration.clone());
+        let cache_lookups = Family::<Label, Counter>::default();
+        registry.register("cache_lookups", "Semantic cache lookups by result (hit, miss)", cache_lookups.clone());
+        let cache_stores = Family::<Label, Counter>::default();
+        registry.register("cache_stores", "Store calls by result (stored, or why not)", cache_stores.clone());
+        let cache_entries = Gauge::default();
+        registry.register("cache_entries", "Entries in the semantic cache", cache_entries.clone());
+        let encoder_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0].into_iter());
+        registry.register("encoder_batch_size", "Prompts per encoder pass", encoder_batch_size.clone());
+        let encoder_duration = Histogram::new(latency_buckets());
+        registry.register_with_unit("encoder_duration", "Time of one encoder pass (tokenise + run)", Unit::Seconds, encoder_duration.clone());
+        Metrics(Arc::new(Inner { registry, route_decisions, route_duration, cache_lookups, cache_stores, cache_entries, encoder_batch_size, encoder_duration }))
+    }
+}
+
+impl Metrics {
+    pub fn route(&self, decision: &'static str, took: Duration) {
+        self.0.route_decisions.get_or_create(&[("decision", decision)]).inc();
+        self.0.route_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn cache_lookup(&self, hit: bool) {
+        self.0.cache_lookups.get_or_create(&[("result", if hit { "hit" } else { "miss" })]).inc();
+    }
+
+    pub fn cache_store(&self, result: &'static str, entries: usize) {
+        self.0.cache_stores.get_or_create(&[("result", result)]).inc();
+        self.0.cache_entries.set(entries as i64);
+    }
+
+    pub fn observe_batch(&self, size: usize, took: Duration) {
+        self.0.encoder_batch_size.observe(size as f64);
+        self.0.encoder_duration.observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.0.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_help_and_units() {
+        let m = Metrics::default();
+        m.route("forward", Duration::from_millis(2));
+        m.cache_lookup(true);
+        m.cache_store("stored", 3);
+        m.observe_batch(4, Duration::from_millis(1));
+        let text = m.render();
+        for needle in [
+            "vane_route_decisions_total{decision=\"forward\"} 1",
+            "# UNIT vane_route_duration_seconds seconds",
+            "vane_cache_lookups_total{result=\"hit\"} 1",
+            "vane_cache_entries 3",
+            "vane_encoder_batch_size_count 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

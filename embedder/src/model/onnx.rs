@@ -1,0 +1,90 @@
+//! MiniLM through ONNX Runtime (`ort`, loaded dynamically from the onnxruntime wheel).
+//!
+//! The graph (models/export.py) takes `input_ids`, `attention_mask`, `token_type_ids` and does
+//! mean pooling and L2 normalisation itself, returning `sentence_embedding` [batch, dim].
+
+use std::path::Path;
+
+use ort::session::{Session, builder::GraphOptimizationLevel};
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+use super::{Encoder, ModelError};
+use crate::config::ModelConfig;
+
+pub struct OnnxEncoder {
+    session: Session,
+    tokenizer: Tokenizer,
+    max_tokens: usize,
+    dim: usize,
+}
+
+fn load_err(path: &Path, e: impl ToString) -> ModelError {
+    ModelError::Load { path: path.into(), message: e.to_string() }
+}
+
+impl OnnxEncoder {
+    pub fn load(cfg: &ModelConfig) -> Result<OnnxEncoder, ModelError> {
+        let lib = cfg.onnxruntime.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into)).ok_or(ModelError::NoRuntime)?;
+        let runtime_err = |e: &dyn ToString| ModelError::Runtime { path: lib.clone(), message: e.to_string() };
+        let env = ort::init_from(&lib).map_err(|e| runtime_err(&e))?.with_name("vane").build().map_err(|e| runtime_err(&e))?;
+        let session = Session::builder(&env)
+            .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
+            .and_then(|b| Ok(b.with_intra_threads(cfg.threads)?))
+            .and_then(|b| Ok(b.with_inter_threads(1)?))
+            .and_then(|mut b| b.commit_from_file(&cfg.onnx))
+            .map_err(|e| load_err(&cfg.onnx, e))?;
+        let tokenizer = Tokenizer::from_file(&cfg.tokenizer).map_err(|e| load_err(&cfg.tokenizer, e))?;
+        let mut encoder = OnnxEncoder { session, tokenizer, max_tokens: cfg.max_tokens, dim: 0 };
+        encoder.dim = encoder.embed(&["warm up"])?.first().map_or(0, Vec::len);
+        Ok(encoder)
+    }
+}
+
+impl Encoder for OnnxEncoder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut encodings = Vec::with_capacity(texts.len());
+        for text in texts {
+            let enc = self.tokenizer.encode(*text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
+            encodings.push(enc);
+        }
+        // Pad to the longest prompt in this batch, not to a fixed length: short prompts stay cheap.
+        let len = encodings.iter().map(|e| e.get_ids().len().min(self.max_tokens)).max().unwrap_or(1).max(1);
+        let n = texts.len();
+        let (mut ids, mut mask, types) = (vec![0i64; n * len], vec![0i64; n * len], vec![0i64; n * len]);
+        for (row, enc) in encodings.iter().enumerate() {
+            let mut tokens: Vec<u32> = enc.get_ids().iter().copied().take(len).collect();
+            if enc.get_ids().len() > len {
+                // Truncated: keep the closing [SEP] the model was trained with.
+                if let (Some(last), Some(&sep)) = (tokens.last_mut(), enc.get_ids().last()) {
+                    *last = sep;
+                }
+            }
+            for (col, id) in tokens.into_iter().enumerate() {
+                ids[row * len + col] = i64::from(id);
+                mask[row * len + col] = 1;
+            }
+        }
+        let shape = [n, len];
+        let tensor = |v: Vec<i64>| Tensor::from_array((shape, v)).map_err(|e| ModelError::Inference(e.to_string()));
+        let inputs = ort::inputs![
+            "input_ids" => tensor(ids)?,
+            "attention_mask" => tensor(mask)?,
+            "token_type_ids" => tensor(types)?,
+        ];
+        let outputs = self.session.run(inputs).map_err(|e| ModelError::Inference(e.to_string()))?;
+        let (out_shape, data) = outputs["sentence_embedding"].try_extract_tensor::<f32>().map_err(|e| ModelError::Inference(e.to_string()))?;
+        let dim = out_shape.get(1).copied().unwrap_or(0) as usize;
+        if dim == 0 || data.len() != n * dim {
+            return Err(ModelError::Inference(format!("unexpected output shape {out_shape:?}")));
+        }
+        Ok(data.chunks(dim).map(<[f32]>::to_vec).collect())
+    }
+}

@@ -1,0 +1,137 @@
+//! The filter's configuration: the JSON string in Envoy's `PluginConfig.configuration`.
+//!
+//! Unknown fields are rejected and every error names its field, so a typo fails the
+//! `on_configure` call (Envoy logs it and refuses the plugin) instead of being ignored.
+
+use serde::Deserialize;
+
+/// What to do when the sidecar cannot answer (down, slow, erroring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Forward the request untouched with `x-vane-fallback: <reason>`.
+    Open,
+    /// Answer 503 with an OpenAI-format error.
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Envoy cluster (HTTP/2) of the sidecar's gRPC server.
+    pub sidecar_cluster: String,
+    /// Deadline for one Route call; past it the request fails open (or closed).
+    pub timeout_ms: u64,
+    /// Request paths the filter handles (query string ignored); everything else passes through.
+    pub paths: Vec<String>,
+    /// Largest request body the filter buffers; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Largest response body copied for the cache; larger answers are simply not stored.
+    pub max_response_bytes: usize,
+    pub failure_mode: FailureMode,
+    /// Header that names the tenant (set by a trusted auth layer). When unset or absent the
+    /// tenant is a hash of the request's credential (`authorization` / `api-key`).
+    pub tenant_header: Option<String>,
+    /// How often queued cache writes are sent to the sidecar.
+    pub store_flush_ms: u64,
+    /// Cache writes waiting to be sent; beyond this they are dropped (and logged).
+    pub max_pending_stores: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sidecar_cluster: "vane_sidecar".into(),
+            timeout_ms: 200,
+            paths: vec!["/v1/chat/completions".into()],
+            max_body_bytes: 1 << 20,
+            max_response_bytes: 4 << 20,
+            failure_mode: FailureMode::Open,
+            tenant_header: None,
+            store_flush_ms: 10,
+            max_pending_stores: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates; an empty configuration means all defaults.
+    pub fn from_json(raw: &[u8]) -> Result<Config, String> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_json::from_slice(raw).map_err(|e| format!("configuration: {e}"))?;
+        let mut errors = Vec::new();
+        if config.sidecar_cluster.is_empty() {
+            errors.push("sidecar_cluster: must not be empty");
+        }
+        if config.timeout_ms == 0 {
+            errors.push("timeout_ms: must be at least 1");
+        }
+        if config.paths.is_empty() || config.paths.iter().any(|p| !p.starts_with('/')) {
+            errors.push("paths: must be a non-empty list of paths starting with '/'");
+        }
+        if config.max_body_bytes == 0 {
+            errors.push("max_body_bytes: must be at least 1");
+        }
+        if config.store_flush_ms == 0 {
+            errors.push("store_flush_ms: must be at least 1");
+        }
+        if config.tenant_header.as_deref().is_some_and(str::is_empty) {
+            errors.push("tenant_header: must not be empty when set");
+        }
+        if errors.is_empty() { Ok(config) } else { Err(errors.join("; ")) }
+    }
+
+    /// Whether the filter handles requests to `path` (the query string is ignored).
+    pub fn handles_path(&self, path: &str) -> bool {
+        let path = path.split('?').next().unwrap_or(path);
+        self.paths.iter().any(|p| p == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_configuration_means_defaults() {
+        assert_eq!(Config::from_json(b"").unwrap(), Config::default());
+        assert_eq!(Config::from_json(b" {} ").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn fields_override_defaults() {
+        let c = Config::from_json(br#"{"timeout_ms": 50, "failure_mode": "closed", "tenant_header": "x-tenant"}"#).unwrap();
+        assert_eq!(c.timeout_ms, 50);
+        assert_eq!(c.failure_mode, FailureMode::Closed);
+        assert_eq!(c.tenant_header.as_deref(), Some("x-tenant"));
+        assert_eq!(c.sidecar_cluster, "vane_sidecar");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (raw, field) in [
+            (&br#"{"timeout_ms": 0}"#[..], "timeout_ms"),
+            (br#"{"paths": ["v1/chat"]}"#, "paths"),
+            (br#"{"paths": []}"#, "paths"),
+            (br#"{"sidecar_cluster": ""}"#, "sidecar_cluster"),
+            (br#"{"timeotu_ms": 5}"#, "timeotu_ms"),
+            (br#"{"failure_mode": "sometimes"}"#, "sometimes"),
+            (br#"{"tenant_header": ""}"#, "tenant_header"),
+            (b"not json", "configuration"),
+        ] {
+            let err = Config::from_json(raw).unwrap_err();
+            assert!(err.contains(field), "{err:?} should mention {field}");
+        }
+    }
+
+    #[test]
+    fn paths_match_without_query() {
+        let c = Config::default();
+        assert!(c.handles_path("/v1/chat/completions"));
+        assert!(c.handles_path("/v1/chat/completions?x=1"));
+        assert!(!c.handles_path("/v1/completions"));
+        assert!(!c.handles_path("/v1/chat/completions/extra"));
+    }
+}

@@ -1,0 +1,227 @@
+//! Turns the sidecar's decision (or its absence) into what the host must do: a pure function,
+//! so every branch is unit-tested natively. Only `host` applies the result.
+
+use crate::config::FailureMode;
+use crate::openai::{completion_to_sse, error_body};
+use crate::request::{BadRequest, ChatRequest};
+use vane_proto::v1::{RouteDecision, route_decision::Action};
+
+/// A response the filter sends itself instead of forwarding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Changes to make before the request continues upstream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Forward {
+    /// Set on the upstream request (`x-vane-model` makes Envoy re-pick the route).
+    pub request_headers: Vec<(&'static str, String)>,
+    /// The new body, when the model was rewritten (the host fixes `content-length`).
+    pub body: Option<Vec<u8>>,
+    /// Added to the response the client sees.
+    pub response_headers: Vec<(&'static str, String)>,
+    /// Store the answer under this ticket when it completes with 2xx.
+    pub ticket: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Reply(LocalReply),
+    Forward(Forward),
+}
+
+/// Applies a sidecar decision to a parsed request. `bypass`: the client asked not to use the cache.
+pub fn apply(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
+    match decision.action {
+        Some(Action::Cached(hit)) => {
+            let (content_type, body) = if req.stream {
+                match completion_to_sse(&hit.completion, req.include_usage) {
+                    Some(sse) => ("text/event-stream", sse),
+                    None => return fallback("bad_cache_entry", FailureMode::Open),
+                }
+            } else {
+                ("application/json", hit.completion)
+            };
+            Outcome::Reply(LocalReply {
+                status: 200,
+                headers: vec![
+                    ("content-type", content_type.into()),
+                    ("x-vane-cache", "hit".into()),
+                    ("x-vane-similarity", format!("{:.4}", hit.similarity)),
+                ],
+                body,
+            })
+        }
+        Some(Action::Block(block)) => {
+            let status = if (400..600).contains(&block.status) { block.status } else { 403 };
+            Outcome::Reply(LocalReply {
+                status,
+                headers: vec![("content-type", "application/json".into())],
+                body: error_body(&block.message, &block.r#type, &block.code, None),
+            })
+        }
+        Some(Action::Forward(fwd)) => {
+            let mut out = Forward::default();
+            if !fwd.model.is_empty() {
+                if fwd.model != req.model {
+                    out.body = Some(req.body_with_model(&fwd.model));
+                }
+                out.request_headers.push(("x-vane-model", fwd.model.clone()));
+                out.response_headers.push(("x-vane-model", fwd.model));
+            }
+            if !fwd.category.is_empty() {
+                let confidence = format!("{:.3}", fwd.confidence);
+                out.request_headers.push(("x-vane-category", fwd.category.clone()));
+                out.request_headers.push(("x-vane-confidence", confidence.clone()));
+                out.response_headers.push(("x-vane-category", fwd.category));
+                out.response_headers.push(("x-vane-confidence", confidence));
+            }
+            let cache = if bypass { "bypass" } else { "miss" };
+            out.response_headers.push(("x-vane-cache", cache.into()));
+            out.ticket = Some(fwd.ticket).filter(|t| !t.is_empty());
+            Outcome::Forward(out)
+        }
+        None => fallback("empty_decision", FailureMode::Open),
+    }
+}
+
+/// The sidecar could not decide (`reason` says why): forward untouched, or 503 when closed.
+pub fn fallback(reason: &str, mode: FailureMode) -> Outcome {
+    match mode {
+        FailureMode::Open => Outcome::Forward(Forward {
+            request_headers: vec![("x-vane-fallback", reason.into())],
+            response_headers: vec![("x-vane-fallback", reason.into())],
+            ..Forward::default()
+        }),
+        FailureMode::Closed => Outcome::Reply(LocalReply {
+            status: 503,
+            headers: vec![("content-type", "application/json".into()), ("x-vane-fallback", reason.into())],
+            body: error_body(
+                &format!("The router is unavailable ({reason}); try again later."),
+                "server_error",
+                "router_unavailable",
+                None,
+            ),
+        }),
+    }
+}
+
+/// 400 for a body that is not a usable chat request.
+pub fn bad_request(err: &BadRequest) -> LocalReply {
+    LocalReply {
+        status: 400,
+        headers: vec![("content-type", "application/json".into())],
+        body: error_body(&err.message, "invalid_request_error", "invalid_request", err.param),
+    }
+}
+
+/// 413 for a body over the configured cap.
+pub fn too_large(limit: usize) -> LocalReply {
+    LocalReply {
+        status: 413,
+        headers: vec![("content-type", "application/json".into())],
+        body: error_body(
+            &format!("The request body is larger than the {limit} bytes this gateway accepts."),
+            "invalid_request_error",
+            "request_too_large",
+            None,
+        ),
+    }
+}
+
+/// Maps a gRPC status code from the host to an `x-vane-fallback` reason.
+pub fn reason_for_grpc_status(code: u32) -> &'static str {
+    match code {
+        4 => "sidecar_timeout",
+        8 => "sidecar_overloaded",
+        14 => "sidecar_unavailable",
+        _ => "sidecar_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vane_proto::v1::{Block, Cached, Forward as Fwd};
+
+    fn req(stream: bool) -> ChatRequest {
+        let body = format!(r#"{{"model":"auto","stream":{stream},"messages":[{{"role":"user","content":"2+2?"}}]}}"#);
+        ChatRequest::parse(body.as_bytes()).unwrap()
+    }
+
+    fn decision(action: Action) -> RouteDecision {
+        RouteDecision { action: Some(action) }
+    }
+
+    const COMPLETION: &[u8] = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"4"},"finish_reason":"stop"}]}"#;
+
+    #[test]
+    fn forward_rewrites_model_and_sets_routing_headers() {
+        let d = decision(Action::Forward(Fwd { model: "math-model".into(), category: "math".into(), confidence: 0.91234, ticket: "t1".into() }));
+        let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
+        let body: serde_json::Value = serde_json::from_slice(f.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["model"], "math-model");
+        assert!(f.request_headers.contains(&("x-vane-model", "math-model".into())));
+        assert!(f.request_headers.contains(&("x-vane-confidence", "0.912".into())));
+        assert!(f.response_headers.contains(&("x-vane-cache", "miss".into())));
+        assert_eq!(f.ticket.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn forward_to_the_same_model_keeps_the_body() {
+        let d = decision(Action::Forward(Fwd { model: "auto".into(), ..Default::default() }));
+        let Outcome::Forward(f) = apply(&req(false), d, true) else { panic!("expected forward") };
+        assert!(f.body.is_none());
+        assert!(f.ticket.is_none());
+        assert!(f.response_headers.contains(&("x-vane-cache", "bypass".into())));
+    }
+
+    #[test]
+    fn cached_json_and_sse() {
+        let hit = || decision(Action::Cached(Cached { completion: COMPLETION.to_vec(), similarity: 0.98766, entry_id: "e".into() }));
+        let Outcome::Reply(json) = apply(&req(false), hit(), false) else { panic!() };
+        assert_eq!(json.body, COMPLETION);
+        assert!(json.headers.contains(&("x-vane-cache", "hit".into())));
+        assert!(json.headers.contains(&("x-vane-similarity", "0.9877".into())));
+        let Outcome::Reply(sse) = apply(&req(true), hit(), false) else { panic!() };
+        assert!(sse.headers.contains(&("content-type", "text/event-stream".into())));
+        assert!(sse.body.ends_with(b"data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn unreplayable_cache_entry_falls_back_instead_of_breaking_the_stream() {
+        let d = decision(Action::Cached(Cached { completion: b"nope".to_vec(), ..Default::default() }));
+        assert!(matches!(apply(&req(true), d, false), Outcome::Forward(f) if f.request_headers[0].1 == "bad_cache_entry"));
+    }
+
+    #[test]
+    fn block_is_an_openai_error_with_a_sane_status() {
+        let d = decision(Action::Block(Block { status: 403, r#type: "invalid_request_error".into(), code: "jailbreak".into(), message: "no".into() }));
+        let Outcome::Reply(r) = apply(&req(false), d, false) else { panic!() };
+        assert_eq!(r.status, 403);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], "jailbreak");
+        let weird = decision(Action::Block(Block { status: 200, ..Default::default() }));
+        assert!(matches!(apply(&req(false), weird, false), Outcome::Reply(r) if r.status == 403));
+    }
+
+    #[test]
+    fn fallback_open_and_closed() {
+        let Outcome::Forward(f) = fallback("sidecar_timeout", FailureMode::Open) else { panic!() };
+        assert_eq!(f.request_headers, vec![("x-vane-fallback", "sidecar_timeout".to_string())]);
+        assert!(f.body.is_none() && f.ticket.is_none());
+        let Outcome::Reply(r) = fallback("sidecar_timeout", FailureMode::Closed) else { panic!() };
+        assert_eq!(r.status, 503);
+        assert!(matches!(apply(&req(false), RouteDecision { action: None }, false), Outcome::Forward(_)));
+    }
+
+    #[test]
+    fn grpc_codes_map_to_reasons() {
+        assert_eq!(reason_for_grpc_status(4), "sidecar_timeout");
+        assert_eq!(reason_for_grpc_status(14), "sidecar_unavailable");
+        assert_eq!(reason_for_grpc_status(13), "sidecar_error");
+    }
+}

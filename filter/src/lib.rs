@@ -1,0 +1,20 @@
+//! Vane's Envoy filter: for each chat request, ask the sidecar what to do and do it.
+//!
+//! Everything but [`host`] is plain Rust with no proxy-wasm dependency, unit-tested natively:
+//! [`config`] (the plugin configuration), [`request`] (parsing a chat request),
+//! [`decision`] (decision → what to do), [`openai`] (error bodies, SSE replay), [`tenant`].
+
+pub mod config;
+pub mod decision;
+pub mod openai;
+pub mod request;
+pub mod tenant;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> { Box::new(host::Root::default()) });
+}}

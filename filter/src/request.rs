@@ -1,0 +1,217 @@
+//! Reads an OpenAI chat request: only what routing and caching need.
+//!
+//! The prompt is the text of the last user message. Everything else that shapes the answer
+//! (system prompt, earlier turns, tools, sampling parameters, non-text parts of the prompt) goes
+//! into `context`, a canonical JSON string (sorted keys, no whitespace) that the cache compares
+//! exactly. Fields that do not change the answer (`model`, which is a partition of its own,
+//! `stream`, `stream_options`, `user`) stay out of it.
+
+use serde_json::{Map, Value};
+
+/// Top-level fields that never change the content of the answer.
+const NOT_CONTEXT: [&str; 4] = ["model", "stream", "stream_options", "user"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub stream: bool,
+    /// `stream_options.include_usage`: a replayed stream ends with a usage chunk.
+    pub include_usage: bool,
+    pub prompt: String,
+    pub context: String,
+    /// The whole body, kept to rewrite `model` without parsing twice.
+    body: Map<String, Value>,
+}
+
+/// Why a body is not a chat request we can handle: always the client's fault (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+impl BadRequest {
+    pub fn empty_body() -> BadRequest {
+        bad("The request body is empty; expected a JSON chat completion request.", None)
+    }
+}
+
+fn bad(message: impl Into<String>, param: Option<&'static str>) -> BadRequest {
+    BadRequest { message: message.into(), param }
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<ChatRequest, BadRequest> {
+        if body.is_empty() {
+            return Err(BadRequest::empty_body());
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("The request body is not valid JSON: {e}."), None))?;
+        let Value::Object(body) = value else {
+            return Err(bad("The request body must be a JSON object.", None));
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            Some(_) => return Err(bad("'model' must be a non-empty string.", Some("model"))),
+            None => return Err(bad("You must provide a model parameter.", Some("model"))),
+        };
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("'stream' must be a boolean.", Some("stream"))),
+        };
+        let include_usage = body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let messages = match body.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => m,
+            Some(Value::Array(_)) => return Err(bad("'messages' must not be empty.", Some("messages"))),
+            Some(_) => return Err(bad("'messages' must be an array of messages.", Some("messages"))),
+            None => return Err(bad("Missing required parameter: 'messages'.", Some("messages"))),
+        };
+        let mut last_user = None;
+        for (i, m) in messages.iter().enumerate() {
+            match m.get("role") {
+                Some(Value::String(role)) if role == "user" => last_user = Some(i),
+                Some(Value::String(_)) => {}
+                _ => return Err(bad(format!("messages[{i}] must be an object with a string 'role'."), Some("messages"))),
+            }
+        }
+
+        let mut context = body.clone();
+        for field in NOT_CONTEXT {
+            context.remove(field);
+        }
+        let mut prompt = String::new();
+        if let (Some(i), Some(Value::Array(msgs))) = (last_user, context.get_mut("messages")) {
+            if let Some(Value::Object(msg)) = msgs.get_mut(i) {
+                let (text, rest) = split_content(msg.get("content"), i)?;
+                prompt = text;
+                // The prompt's text is matched by meaning; whatever else it carries (images,
+                // files) must match exactly, so it stays in the context.
+                msg.insert("content".into(), rest);
+            }
+        }
+        let context = serde_json::to_string(&context).map_err(|e| bad(format!("Cannot serialise the request: {e}."), None))?;
+        Ok(ChatRequest { model, stream, include_usage, prompt, context, body })
+    }
+
+    /// The body with `model` replaced: what goes upstream after a routing decision.
+    pub fn body_with_model(&self, model: &str) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::String(model.into()));
+        // Serialising a Map of Values cannot fail (string keys only).
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// Splits a message's content into its text (parts joined by newlines) and its non-text parts.
+fn split_content(content: Option<&Value>, i: usize) -> Result<(String, Value), BadRequest> {
+    match content {
+        None | Some(Value::Null) => Ok((String::new(), Value::Null)),
+        Some(Value::String(s)) => Ok((s.clone(), Value::Array(Vec::new()))),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::new();
+            let mut others = Vec::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text")) {
+                    (Some("text"), Some(Value::String(t))) => texts.push(t.as_str()),
+                    (Some(_), _) => others.push(part.clone()),
+                    (None, _) => {
+                        return Err(bad(format!("messages[{i}].content parts must be objects with a 'type'."), Some("messages")));
+                    }
+                }
+            }
+            Ok((texts.join("\n"), Value::Array(others)))
+        }
+        Some(_) => Err(bad(format!("messages[{i}].content must be a string or an array of content parts."), Some("messages"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ChatRequest, BadRequest> {
+        ChatRequest::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn reads_model_stream_and_last_user_prompt() {
+        let r = parse(r#"{"model":"auto","stream":true,"stream_options":{"include_usage":true},
+            "messages":[{"role":"system","content":"be brief"},{"role":"user","content":"first"},
+                        {"role":"assistant","content":"ok"},{"role":"user","content":"What is 2+2?"}]}"#)
+        .unwrap();
+        assert_eq!(r.model, "auto");
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.prompt, "What is 2+2?");
+        assert!(r.context.contains("be brief") && r.context.contains("first"));
+        assert!(!r.context.contains("What is 2+2?"));
+    }
+
+    #[test]
+    fn content_parts_give_text_and_keep_the_rest_in_context() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"user","content":[
+            {"type":"text","text":"describe"},{"type":"image_url","image_url":{"url":"data:x"}},
+            {"type":"text","text":"this"}]}]}"#)
+        .unwrap();
+        assert_eq!(r.prompt, "describe\nthis");
+        assert!(r.context.contains("data:x"));
+    }
+
+    #[test]
+    fn context_ignores_model_stream_user_and_key_order() {
+        let a = parse(r#"{"model":"a","stream":true,"user":"u1","temperature":0.2,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let b = parse(r#"{"messages":[{"content":"hello","role":"user"}],"temperature":0.2,"model":"b"}"#).unwrap();
+        assert_eq!(a.context, b.context);
+        let c = parse(r#"{"model":"a","temperature":0.9,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_ne!(a.context, c.context, "sampling parameters change the answer");
+        let d = parse(r#"{"model":"a","temperature":0.2,"messages":[{"role":"system","content":"pirate"},{"role":"user","content":"hi"}]}"#).unwrap();
+        assert_ne!(a.context, d.context, "a system prompt changes the answer");
+    }
+
+    #[test]
+    fn rewrites_model_and_keeps_unknown_fields() {
+        let r = parse(r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"vendor_ext":{"a":1}}"#).unwrap();
+        let out: Value = serde_json::from_slice(&r.body_with_model("math-model")).unwrap();
+        assert_eq!(out["model"], "math-model");
+        assert_eq!(out["vendor_ext"]["a"], 1);
+        assert_eq!(out["messages"][0]["content"], "x");
+    }
+
+    #[test]
+    fn no_user_message_means_empty_prompt() {
+        let r = parse(r#"{"model":"m","messages":[{"role":"system","content":"s"}]}"#).unwrap();
+        assert_eq!(r.prompt, "");
+    }
+
+    #[test]
+    fn bad_bodies_are_rejected_with_a_reason() {
+        for (body, needle) in [
+            ("", "empty"),
+            ("{not json", "not valid JSON"),
+            ("[1,2]", "JSON object"),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":"m"}"#, "messages"),
+            (r#"{"model":"m","messages":[]}"#, "must not be empty"),
+            (r#"{"model":"m","messages":"hi"}"#, "array"),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, "role"),
+            (r#"{"model":"m","messages":[42]}"#, "role"),
+            (r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}"#, "stream"),
+            (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "content"),
+            (r#"{"model":"m","messages":[{"role":"user","content":[{"text":"x"}]}]}"#, "type"),
+        ] {
+            let err = parse(body).unwrap_err();
+            assert!(err.message.contains(needle), "{body:?}: {err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_bad_request_not_a_panic() {
+        let err = ChatRequest::parse(b"{\"model\":\"m\xff\",\"messages\":[]}").unwrap_err();
+        assert!(err.message.contains("JSON"));
+    }
+}

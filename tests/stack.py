@@ -1,0 +1,237 @@
+"""The local Vane stack: mock model upstreams, the sidecar, and Envoy with the wasm filter.
+
+Used by `make run` (``python tests/stack.py``: runs in the foreground until Ctrl-C/SIGTERM) and
+by the end-to-end tests (``Stack(...)`` as a context manager). Every process it starts binds to
+127.0.0.1 and is stopped by PID when the stack stops.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+DEFAULT_MODELS = {"math-model": None, "general-model": None}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def onnxruntime_library() -> str:
+    found = sorted((VENV / "lib").glob("python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*"))
+    if not found:
+        raise RuntimeError("libonnxruntime not found in .venv: run `make venv`")
+    return str(found[-1])
+
+
+def wait_until(check, what: str, timeout: float = 30.0, proc: subprocess.Popen | None = None):
+    """Retries `check` until it returns truthy; fails early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what}: not ready after {timeout}s")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as r:
+        return r.status == 200
+
+
+class Stack:
+    """Starts the stack on free (or given) loopback ports; `stop()` ends every process."""
+
+    def __init__(self, *, models: dict[str, int | None] | None = None, default_model: str = "general-model",
+                 envoy_port: int | None = None, sidecar_port: int | None = None, admin_port: int | None = None,
+                 filter_config: dict | None = None, sidecar_config: Path | None = None, upstream_delay: float = 0.0,
+                 profile: str = "debug", buffer_limit: int = 8 << 20, log_dir: Path | None = None):
+        self.models = dict(models or DEFAULT_MODELS)
+        self.default_model = default_model
+        self.envoy_port = envoy_port or free_port()
+        self.envoy_admin_port = free_port()
+        self.sidecar_port = sidecar_port or free_port()
+        self.admin_port = admin_port or free_port()
+        self.filter_config = {"sidecar_cluster": "vane_sidecar", **(filter_config or {})}
+        self.sidecar_config = sidecar_config or ROOT / "config" / "vane.yaml"
+        self.upstream_delay = upstream_delay
+        self.buffer_limit = buffer_limit
+        self.embedder_bin = Path(os.environ.get("VANE_EMBEDDER", ROOT / "target" / profile / "vane-embedder"))
+        self.wasm = Path(os.environ.get("VANE_WASM", ROOT / "target" / "wasm32-wasip1" / "wasm" / "vane_filter.wasm"))
+        self.dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="vane-stack-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.upstreams: dict[str, subprocess.Popen] = {}
+        self.sidecar: subprocess.Popen | None = None
+        self.envoy: subprocess.Popen | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        for name in self.models:
+            self.start_upstream(name)
+        self.start_sidecar()
+        self.start_envoy()
+
+    def stop(self):
+        for proc in [self.envoy, self.sidecar, *self.upstreams.values()]:
+            stop_process(proc)
+
+    def url(self, path: str = "/v1/chat/completions") -> str:
+        return f"http://127.0.0.1:{self.envoy_port}{path}"
+
+    def upstream_url(self, name: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.models[name]}{path}"
+
+    # -- parts -----------------------------------------------------------------------------
+    def _log(self, name: str):
+        return open(self.dir / f"{name}.log", "ab")
+
+    def start_upstream(self, name: str):
+        port = self.models.get(name) or 0
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "mock_upstream.py"), "--port", str(port), "--name", name,
+             "--delay", str(self.upstream_delay)],
+            stdout=subprocess.PIPE, stderr=self._log(f"upstream-{name}"), text=True)
+        self.upstreams[name] = proc
+        line = proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "ready":
+            raise RuntimeError(f"mock upstream {name} did not start (see {self.dir})")
+        self.models[name] = int(line[1])
+
+    def start_sidecar(self):
+        if not self.embedder_bin.exists():
+            raise RuntimeError(f"{self.embedder_bin} is missing: run `make build`")
+        env = {**os.environ, "ORT_DYLIB_PATH": onnxruntime_library()}
+        env.setdefault("VANE_LOG", "info")
+        self.sidecar = subprocess.Popen(
+            [str(self.embedder_bin), "serve", "--config", str(self.sidecar_config),
+             "--grpc", f"127.0.0.1:{self.sidecar_port}", "--admin", f"127.0.0.1:{self.admin_port}"],
+            stdout=self._log("sidecar"), stderr=subprocess.STDOUT, env=env)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), "sidecar", 60, self.sidecar)
+
+    def stop_sidecar(self):
+        stop_process(self.sidecar)
+        self.sidecar = None
+
+    def render_envoy_config(self) -> Path:
+        routes, clusters = [], []
+        for name, port in self.models.items():
+            routes.append(
+                f'              - match: {{ prefix: "/", headers: [{{ name: x-vane-model, string_match: {{ exact: "{name}" }} }}] }}\n'
+                f'                route: {{ cluster: "model_{name}", timeout: 300s }}')
+            clusters.append(
+                f'  - name: "model_{name}"\n    type: STATIC\n    connect_timeout: 1s\n'
+                f'    load_assignment:\n      cluster_name: "model_{name}"\n'
+                f'      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]')
+        text = string.Template((ROOT / "envoy" / "envoy.yaml.tmpl").read_text()).substitute(
+            ENVOY_PORT=self.envoy_port, ENVOY_ADMIN_PORT=self.envoy_admin_port, SIDECAR_PORT=self.sidecar_port,
+            BUFFER_LIMIT=self.buffer_limit, WASM=self.wasm, FILTER_CONFIG=json.dumps(self.filter_config),
+            DEFAULT_CLUSTER=f"model_{self.default_model}", ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters))
+        path = self.dir / "envoy.yaml"
+        path.write_text(text)
+        return path
+
+    def start_envoy(self):
+        if not self.wasm.exists():
+            raise RuntimeError(f"{self.wasm} is missing: run `make build`")
+        config = self.render_envoy_config()
+        self.envoy = subprocess.Popen(
+            [str(VENV / "bin" / "envoy"), "-c", str(config), "--disable-hot-restart", "--concurrency", "2",
+             "--log-level", "warn", "--component-log-level", "wasm:info"],
+            stdout=self._log("envoy"), stderr=subprocess.STDOUT)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.envoy_admin_port}/ready"), "envoy", 30, self.envoy)
+
+    def logs(self) -> str:
+        return "\n".join(f"==> {p.name} <==\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.dir.glob("*.log")))
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Run the local Vane stack in the foreground.")
+    ap.add_argument("--envoy-port", type=int, default=8801)
+    ap.add_argument("--sidecar-port", type=int, default=50051)
+    ap.add_argument("--admin-port", type=int, default=9190)
+    ap.add_argument("--math-port", type=int, default=8811)
+    ap.add_argument("--general-port", type=int, default=8812)
+    ap.add_argument("--delay", type=float, default=1.0, help="mock generation time in seconds")
+    ap.add_argument("--profile", default="release")
+    args = ap.parse_args()
+
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stack = Stack(models={"math-model": args.math_port, "general-model": args.general_port},
+                  envoy_port=args.envoy_port, sidecar_port=args.sidecar_port, admin_port=args.admin_port,
+                  upstream_delay=args.delay, profile=args.profile, log_dir=ROOT / ".stack")
+    try:
+        stack.start()
+        print(f"""
+Vane is up: Envoy on 127.0.0.1:{stack.envoy_port} -> sidecar 127.0.0.1:{stack.sidecar_port} (metrics on :{stack.admin_port}/metrics)
+mock models: math-model :{stack.models['math-model']}, general-model :{stack.models['general-model']} ({args.delay}s per answer)
+logs: {stack.dir}
+
+Try it (run it twice: the second answer comes from the cache):
+
+  curl -si http://127.0.0.1:{stack.envoy_port}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model":"auto","messages":[{{"role":"user","content":"What is the integral of x squared?"}}]}}'
+
+Press Ctrl-C to stop.""", flush=True)
+        while not stopping:
+            for name, proc in [("envoy", stack.envoy), ("sidecar", stack.sidecar), *stack.upstreams.items()]:
+                if proc is not None and proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping (logs in {stack.dir})", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.2)
+    except Exception as e:  # noqa: BLE001 - report and stop everything we started
+        print(f"error: {e}\n{stack.logs()}", file=sys.stderr)
+        stack.stop()
+        sys.exit(1)
+    stack.stop()
+    print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()
