@@ -30,7 +30,7 @@ impl Classifier {
             .map(|(name, examples)| {
                 let mut sims: Vec<f32> = examples.iter().map(|e| cosine(embedding, e)).collect();
                 sims.sort_by(|a, b| b.total_cmp(a));
-                let k = sims.len().min(TOP_K).max(1);
+                let k = sims.len().clamp(1, TOP_K);
                 let score = sims.iter().take(k).sum::<f32>() / k as f32;
                 Classification { category: name.clone(), score }
             })

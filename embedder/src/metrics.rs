@@ -45,7 +45,7 @@ impl Default for Metrics {
         registry.register("cache_stores", "Store calls by result (stored, or why not)", cache_stores.clone());
         let cache_entries = Gauge::default();
         registry.register("cache_entries", "Entries in the semantic cache", cache_entries.clone());
-        let encoder_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0].into_iter());
+        let encoder_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
         registry.register("encoder_batch_size", "Prompts per encoder pass", encoder_batch_size.clone());
         let encoder_duration = Histogram::new(latency_buckets());
         registry.register_with_unit("encoder_duration", "Time of one encoder pass (tokenise + run)", Unit::Seconds, encoder_duration.clone());

@@ -15,8 +15,11 @@ pub struct Pending {
     pub embedding: Vec<f32>,
 }
 
+/// Pending entries by ticket, and tickets in the order they were issued (for expiry).
+type Book = (HashMap<String, (Pending, Instant)>, VecDeque<String>);
+
 pub struct Tickets {
-    inner: Mutex<(HashMap<String, (Pending, Instant)>, VecDeque<String>)>,
+    inner: Mutex<Book>,
     counter: AtomicU64,
     seed: RandomState,
     ttl: Duration,

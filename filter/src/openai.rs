@@ -50,14 +50,12 @@ pub fn completion_to_sse(completion: &[u8], include_usage: bool) -> Option<Vec<u
         let finish = choice.get("finish_reason").cloned().unwrap_or(json!("stop"));
         event(base(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish}])));
     }
-    if include_usage {
-        if let Some(usage) = c.get("usage") {
-            let mut chunk = base(json!([]));
-            if let Some(obj) = chunk.as_object_mut() {
-                obj.insert("usage".into(), usage.clone());
-            }
-            event(chunk);
+    if let Some(usage) = c.get("usage").filter(|_| include_usage) {
+        let mut chunk = base(json!([]));
+        if let Some(obj) = chunk.as_object_mut() {
+            obj.insert("usage".into(), usage.clone());
         }
+        event(chunk);
     }
     out.extend_from_slice(b"data: [DONE]\n\n");
     Some(out)

@@ -85,14 +85,13 @@ impl ChatRequest {
             context.remove(field);
         }
         let mut prompt = String::new();
-        if let (Some(i), Some(Value::Array(msgs))) = (last_user, context.get_mut("messages")) {
-            if let Some(Value::Object(msg)) = msgs.get_mut(i) {
-                let (text, rest) = split_content(msg.get("content"), i)?;
-                prompt = text;
-                // The prompt's text is matched by meaning; whatever else it carries (images,
-                // files) must match exactly, so it stays in the context.
-                msg.insert("content".into(), rest);
-            }
+        let last = last_user.zip(context.get_mut("messages")).and_then(|(i, msgs)| Some((i, msgs.get_mut(i)?.as_object_mut()?)));
+        if let Some((i, msg)) = last {
+            let (text, rest) = split_content(msg.get("content"), i)?;
+            prompt = text;
+            // The prompt's text is matched by meaning; whatever else it carries (images,
+            // files) must match exactly, so it stays in the context.
+            msg.insert("content".into(), rest);
         }
         let context = serde_json::to_string(&context).map_err(|e| bad(format!("Cannot serialise the request: {e}."), None))?;
         Ok(ChatRequest { model, stream, include_usage, prompt, context, body })

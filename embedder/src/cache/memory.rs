@@ -43,6 +43,10 @@ impl MemoryCache {
         self.lock().entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than losing the cache, so keep serving.
@@ -92,14 +96,13 @@ impl MemoryCache {
     }
 
     fn remove(inner: &mut Inner, id: u64) {
-        if let Some(e) = inner.entries.remove(&id) {
-            if let Some(ids) = inner.groups.get_mut(&e.key) {
+        if let Some(e) = inner.entries.remove(&id)
+            && let Some(ids) = inner.groups.get_mut(&e.key) {
                 ids.retain(|x| *x != id);
                 if ids.is_empty() {
                     inner.groups.remove(&e.key);
                 }
             }
-        }
     }
 }
 

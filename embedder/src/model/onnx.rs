@@ -4,7 +4,9 @@
 //! mean pooling and L2 normalisation itself, returning `sentence_embedding` [batch, dim].
 
 use std::path::Path;
+use std::sync::OnceLock;
 
+use ort::environment::Environment;
 use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::Tensor;
 use tokenizers::Tokenizer;
@@ -25,10 +27,7 @@ fn load_err(path: &Path, e: impl ToString) -> ModelError {
 
 impl OnnxEncoder {
     pub fn load(cfg: &ModelConfig) -> Result<OnnxEncoder, ModelError> {
-        let lib = cfg.onnxruntime.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into)).ok_or(ModelError::NoRuntime)?;
-        let runtime_err = |e: &dyn ToString| ModelError::Runtime { path: lib.clone(), message: e.to_string() };
-        let env = ort::init_from(&lib).map_err(|e| runtime_err(&e))?.with_name("vane").build().map_err(|e| runtime_err(&e))?;
-        let session = Session::builder(&env)
+        let session = Session::builder(environment(cfg)?)
             .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
             .and_then(|b| Ok(b.with_intra_threads(cfg.threads)?))
             .and_then(|b| Ok(b.with_inter_threads(1)?))
@@ -39,6 +38,17 @@ impl OnnxEncoder {
         encoder.dim = encoder.embed(&["warm up"])?.first().map_or(0, Vec::len);
         Ok(encoder)
     }
+}
+
+/// ONNX Runtime allows one environment per process; every encoder shares it.
+fn environment(cfg: &ModelConfig) -> Result<&'static Environment, ModelError> {
+    static ENV: OnceLock<Result<Environment, ModelError>> = OnceLock::new();
+    let lib = cfg.onnxruntime.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(Into::into)).ok_or(ModelError::NoRuntime)?;
+    let env = ENV.get_or_init(|| {
+        let runtime_err = |e: &dyn ToString| ModelError::Runtime { path: lib.clone(), message: e.to_string() };
+        ort::init_from(&lib).map_err(|e| runtime_err(&e))?.with_name("vane").build().map_err(|e| runtime_err(&e))
+    });
+    env.as_ref().map_err(|e| ModelError::Runtime { path: lib, message: e.to_string() })
 }
 
 impl Encoder for OnnxEncoder {

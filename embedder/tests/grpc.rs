@@ -1,0 +1,160 @@
+//! The sidecar's gRPC service in process, over an in-memory duplex stream, with the real
+//! MiniLM model and ONNX Runtime (run `make models` first; the Makefile sets ORT_DYLIB_PATH,
+//! otherwise the library is looked up in the repo's .venv).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Endpoint, Server, Uri};
+use vane_embedder::batching::EmbedQueue;
+use vane_embedder::config::Config;
+use vane_embedder::metrics::Metrics;
+use vane_embedder::model::onnx::OnnxEncoder;
+use vane_embedder::router::Router;
+use vane_embedder::server::RouterService;
+use vane_proto::v1::router_client::RouterClient;
+use vane_proto::v1::{CacheControl, RouteDecision, RouteRequest, StoreRequest, route_decision::Action};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn onnxruntime() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let lib = repo().join(".venv/lib");
+    for py in std::fs::read_dir(&lib).expect("no .venv: run `make venv`").flatten() {
+        let capi = py.path().join("site-packages/onnxruntime/capi");
+        if let Some(f) = std::fs::read_dir(&capi).into_iter().flatten().flatten().find(|f| f.file_name().to_string_lossy().starts_with("libonnxruntime.so.")) {
+            return f.path();
+        }
+    }
+    panic!("libonnxruntime not found under {}: run `make venv`", lib.display());
+}
+
+fn config() -> Config {
+    let yaml = format!(
+        r#"
+model: {{ onnx: models/build/minilm-int8.onnx, tokenizer: models/build/tokenizer.json, onnxruntime: "{}" }}
+routing:
+  default_model: general-model
+  confidence_floor: 0.3
+  categories:
+    - {{ name: math, model: math-model, examples: ["Solve the equation 3x + 7 = 22 for x.", "What is the derivative of x^3?", "Compute the integral of sin(x)."] }}
+    - {{ name: history, model: general-model, examples: ["Who was the first emperor of Rome?", "What caused the French Revolution?"] }}
+cache: {{ threshold: 0.9 }}
+"#,
+        onnxruntime().display()
+    );
+    Config::parse(&yaml, &repo()).expect("test config")
+}
+
+async fn client() -> RouterClient<tonic::transport::Channel> {
+    let config = config();
+    assert!(config.model.onnx.exists(), "{} is missing: run `make models`", config.model.onnx.display());
+    let metrics = Metrics::default();
+    let encoder = OnnxEncoder::load(&config.model).expect("loading the encoder");
+    let queue = EmbedQueue::start(Box::new(encoder), 8, 64, metrics.clone());
+    let router = Arc::new(Router::build(&config, queue, metrics).await.unwrap());
+    let (client_io, server_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(Server::builder().add_service(RouterService::new(router)).serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io))));
+    let mut client_io = Some(client_io);
+    let channel = Endpoint::from_static("http://in-process")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let io = client_io.take();
+            async move { io.map(TokioIo::new).ok_or_else(|| std::io::Error::other("one connection only")) }
+        }))
+        .await
+        .unwrap();
+    RouterClient::new(channel)
+}
+
+fn ask(prompt: &str) -> RouteRequest {
+    RouteRequest { model: "auto".into(), prompt: prompt.into(), context: "{}".into(), tenant: "k:a".into(), ..Default::default() }
+}
+
+async fn route(c: &mut RouterClient<tonic::transport::Channel>, req: RouteRequest) -> Action {
+    let d: RouteDecision = c.route(req).await.expect("Route").into_inner();
+    d.action.expect("a decision")
+}
+
+fn completion(text: &str) -> Vec<u8> {
+    format!(r#"{{"id":"c","object":"chat.completion","created":1,"model":"math-model","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"stop"}}]}}"#).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_meaning_then_answers_repeats_and_paraphrases_from_the_cache() {
+    let mut c = client().await;
+    let Action::Forward(f) = route(&mut c, ask("What is the integral of x squared?")).await else { panic!("expected forward") };
+    assert_eq!((f.model.as_str(), f.category.as_str()), ("math-model", "math"));
+    assert!(!f.ticket.is_empty());
+    let Action::Forward(h) = route(&mut c, ask("Who was the first emperor of Rome?")).await else { panic!() };
+    assert_eq!((h.model.as_str(), h.category.as_str()), ("general-model", "history"));
+
+    let stored = c.store(StoreRequest { ticket: f.ticket.clone(), response: completion("x^3/3 + C"), sse: false }).await.unwrap().into_inner();
+    assert!(stored.stored, "{}", stored.reason);
+    let again = c.store(StoreRequest { ticket: f.ticket, response: completion("x"), sse: false }).await.unwrap().into_inner();
+    assert_eq!(again.reason, "unknown_ticket", "a ticket is redeemed once");
+
+    let Action::Cached(hit) = route(&mut c, ask("What is the integral of x squared?")).await else { panic!("expected a hit") };
+    assert!(hit.similarity > 0.999);
+    assert!(String::from_utf8_lossy(&hit.completion).contains("x^3/3 + C"));
+    let Action::Cached(para) = route(&mut c, ask("what's the integral of x^2?")).await else { panic!("expected a paraphrase hit") };
+    assert!(para.similarity >= 0.9 && para.similarity < 0.999);
+    assert!(matches!(route(&mut c, ask("How do I bake sourdough bread?")).await, Action::Forward(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_cache_control_are_respected() {
+    let mut c = client().await;
+    let Action::Forward(f) = route(&mut c, ask("Solve 2x + 4 = 10.")).await else { panic!() };
+    assert!(c.store(StoreRequest { ticket: f.ticket, response: completion("x = 3"), sse: false }).await.unwrap().into_inner().stored);
+    assert!(matches!(route(&mut c, ask("Solve 2x + 4 = 10.")).await, Action::Cached(_)));
+
+    let other_tenant = RouteRequest { tenant: "k:b".into(), ..ask("Solve 2x + 4 = 10.") };
+    assert!(matches!(route(&mut c, other_tenant).await, Action::Forward(_)), "tenants never share entries");
+    let other_model = RouteRequest { model: "general-model".into(), ..ask("Solve 2x + 4 = 10.") };
+    let Action::Forward(kept) = route(&mut c, other_model).await else { panic!("other model partition") };
+    assert_eq!(kept.model, "general-model", "a non-alias model is kept");
+    let other_context = RouteRequest { context: r#"{"messages":[{"role":"system","content":"answer in French"}]}"#.into(), ..ask("Solve 2x + 4 = 10.") };
+    assert!(matches!(route(&mut c, other_context).await, Action::Forward(_)), "different conversation, no hit");
+
+    let no_cache = RouteRequest { cache_control: CacheControl::NoCache as i32, ..ask("Solve 2x + 4 = 10.") };
+    let Action::Forward(nc) = route(&mut c, no_cache).await else { panic!("no-cache skips the lookup") };
+    assert!(!nc.ticket.is_empty(), "no-cache still stores");
+    let no_store = RouteRequest { cache_control: CacheControl::NoStore as i32, ..ask("Solve 2x + 4 = 10.") };
+    let Action::Forward(ns) = route(&mut c, no_store).await else { panic!() };
+    assert!(ns.ticket.is_empty(), "no-store neither reads nor writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_complete_answers_are_stored() {
+    let mut c = client().await;
+    let Action::Forward(f) = route(&mut c, ask("What is the capital of Australia?")).await else { panic!() };
+    let truncated = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Canb\"}}]}\n\n".to_vec();
+    let r = c.store(StoreRequest { ticket: f.ticket, response: truncated, sse: true }).await.unwrap().into_inner();
+    assert_eq!((r.stored, r.reason.as_str()), (false, "truncated_stream"));
+    assert!(matches!(route(&mut c, ask("What is the capital of Australia?")).await, Action::Forward(_)));
+
+    let Action::Forward(f) = route(&mut c, ask("What is the capital of Australia?")).await else { panic!() };
+    let stream = concat!(
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"general-model\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Canb\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"general-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"erra\"},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n"
+    );
+    assert!(c.store(StoreRequest { ticket: f.ticket, response: stream.into(), sse: true }).await.unwrap().into_inner().stored);
+    let Action::Cached(hit) = route(&mut c, ask("What is the capital of Australia?")).await else { panic!() };
+    let v: serde_json::Value = serde_json::from_slice(&hit.completion).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "Canberra");
+    assert_eq!(v["object"], "chat.completion");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_prompt_goes_to_the_default_model_uncached() {
+    let mut c = client().await;
+    let Action::Forward(f) = route(&mut c, ask("")).await else { panic!() };
+    assert_eq!(f.model, "general-model");
+    assert!(f.ticket.is_empty());
+}
