@@ -14,11 +14,12 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test build wasm sidecar toolchain venv models lint unit e2e clean
+.PHONY: help run test bench build wasm sidecar toolchain venv models lint unit e2e clean
 
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
 	@echo "make test   build and run every test (unit, in-process gRPC, end-to-end through Envoy)"
+	@echo "make bench  whole-request latency through Envoy: cache hit, routed miss, no filter"
 
 run: toolchain venv models wasm
 	cargo build --release -p vane-embedder
@@ -60,6 +61,10 @@ unit: venv models
 
 e2e: build
 	$(PY) -m pytest tests -q
+
+bench: toolchain venv models wasm
+	cargo build --release -p vane-embedder
+	$(PY) tests/bench_latency.py --profile release
 
 clean:
 	cargo clean

@@ -63,7 +63,8 @@ class Stack:
     def __init__(self, *, models: dict[str, int | None] | None = None, default_model: str = "general-model",
                  envoy_port: int | None = None, sidecar_port: int | None = None, admin_port: int | None = None,
                  filter_config: dict | None = None, sidecar_config: Path | None = None, upstream_delay: float = 0.0,
-                 profile: str = "debug", buffer_limit: int = 8 << 20, log_dir: Path | None = None):
+                 profile: str = "debug", buffer_limit: int = 8 << 20, log_dir: Path | None = None,
+                 plain_port: int | None = None):
         self.models = dict(models or DEFAULT_MODELS)
         self.default_model = default_model
         self.envoy_port = envoy_port or free_port()
@@ -74,6 +75,8 @@ class Stack:
         self.sidecar_config = sidecar_config or ROOT / "config" / "vane.yaml"
         self.upstream_delay = upstream_delay
         self.buffer_limit = buffer_limit
+        # A second listener without the filter, to the default model: the baseline in benchmarks.
+        self.plain_port = plain_port
         self.embedder_bin = Path(os.environ.get("VANE_EMBEDDER", ROOT / "target" / profile / "vane-embedder"))
         self.wasm = Path(os.environ.get("VANE_WASM", ROOT / "target" / "wasm32-wasip1" / "wasm" / "vane_filter.wasm"))
         self.dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="vane-stack-"))
@@ -151,10 +154,14 @@ class Stack:
                 f'  - name: "model_{name}"\n    type: STATIC\n    connect_timeout: 1s\n'
                 f'    load_assignment:\n      cluster_name: "model_{name}"\n'
                 f'      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]')
+        plain = ""
+        if self.plain_port:
+            plain = PLAIN_LISTENER.substitute(PORT=self.plain_port, CLUSTER=f"model_{self.default_model}")
         text = string.Template((ROOT / "envoy" / "envoy.yaml.tmpl").read_text()).substitute(
             ENVOY_PORT=self.envoy_port, ENVOY_ADMIN_PORT=self.envoy_admin_port, SIDECAR_PORT=self.sidecar_port,
             BUFFER_LIMIT=self.buffer_limit, WASM=self.wasm, FILTER_CONFIG=json.dumps(self.filter_config),
-            DEFAULT_CLUSTER=f"model_{self.default_model}", ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters))
+            DEFAULT_CLUSTER=f"model_{self.default_model}", ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters),
+            PLAIN_LISTENER=plain)
         path = self.dir / "envoy.yaml"
         path.write_text(text)
         return path
@@ -171,6 +178,23 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"==> {p.name} <==\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.dir.glob("*.log")))
+
+
+PLAIN_LISTENER = string.Template("""\
+  - name: plain
+    address: { socket_address: { address: 127.0.0.1, port_value: $PORT } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: plain
+          route_config:
+            virtual_hosts: [{ name: plain, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: "$CLUSTER" } }] }]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+""")
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0):

@@ -1,0 +1,99 @@
+"""Whole-request latency through Envoy on loopback, side by side (`make bench`).
+
+Starts the stack (release sidecar, zero-delay mock upstreams) with an extra Envoy listener that
+has no Vane filter, then measures sequential requests over one keep-alive connection:
+  hit    the same question again: answered by the filter from the semantic cache
+  miss   distinct questions (MMLU-Pro), routed and forwarded to a zero-delay upstream
+  plain  the same zero-delay upstream through Envoy without the filter
+The filter + sidecar overhead on a miss is `miss - plain`. Also prints the sidecar's RSS and
+the .wasm size. Numbers vary with machine load: compare the rows of one run with each other.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stack import ROOT, Stack, free_port  # noqa: E402
+
+QUESTIONS = ROOT.parent / "shared" / "data" / "routing" / "mmlu_pro_train.jsonl"
+
+
+def questions(n: int) -> list[str]:
+    if QUESTIONS.exists():
+        with open(QUESTIONS) as f:
+            out = [json.loads(line)["question"] for _, line in zip(range(n), f)]
+        if len(out) == n:
+            return out
+    return [f"Explain, in one paragraph, item {i} of a list of {n} unrelated topics: topic-{i * 7919 % 10007}." for i in range(n)]
+
+
+def timed(conn: http.client.HTTPConnection, body: dict, headers: dict | None = None) -> tuple[float, str]:
+    payload = json.dumps(body).encode()
+    start = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", payload, {"content-type": "application/json", **(headers or {})})
+    resp = conn.getresponse()
+    resp.read()
+    took = (time.perf_counter() - start) * 1000
+    if resp.status != 200:
+        raise RuntimeError(f"status {resp.status}")
+    return took, resp.getheader("x-vane-cache", "")
+
+
+def summary(name: str, samples: list[float]) -> str:
+    samples = sorted(samples)
+    p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+    return f"{name:6} n={len(samples):5}  p50={statistics.median(samples):7.3f} ms  p99={p(0.99):7.3f} ms  mean={statistics.fmean(samples):7.3f} ms"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=1000, help="requests per scenario")
+    ap.add_argument("--profile", default="release")
+    args = ap.parse_args()
+
+    with Stack(upstream_delay=0, profile=args.profile, plain_port=free_port()) as stack:
+        vane = http.client.HTTPConnection("127.0.0.1", stack.envoy_port)
+        plain = http.client.HTTPConnection("127.0.0.1", stack.plain_port)
+        ask = lambda q: {"model": "auto", "messages": [{"role": "user", "content": q}]}  # noqa: E731
+        # Warm up every path, and put the hit question in the cache.
+        hit_q = "What is the integral of x squared?"
+        for _ in range(50):
+            timed(vane, ask(hit_q))
+            timed(plain, ask(hit_q))
+        results: dict[str, list[float]] = {"hit": [], "miss": [], "plain": []}
+        misses_seen = 0
+        qs = questions(args.n)
+        for i in range(args.n):  # interleaved, so load changes hit every scenario alike
+            took, cache = timed(vane, ask(hit_q))
+            if cache == "hit":
+                results["hit"].append(took)
+            took, cache = timed(vane, ask(qs[i]))
+            if cache == "miss":
+                results["miss"].append(took)
+                misses_seen += 1
+            results["plain"].append(timed(plain, ask(qs[i]))[0])
+        print(f"# {args.n} requests per scenario, sequential, keep-alive, loopback; sidecar profile {args.profile}")
+        for name, samples in results.items():
+            print(summary(name, samples))
+        miss, base = statistics.median(results["miss"]), statistics.median(results["plain"])
+        print(f"filter+sidecar overhead on a miss (p50 miss - p50 plain): {miss - base:.3f} ms")
+        print(f"sidecar RSS: {rss_mb(stack.sidecar.pid):.1f} MiB; envoy RSS: {rss_mb(stack.envoy.pid):.1f} MiB")
+        print(f"wasm size: {os.path.getsize(stack.wasm)} bytes")
+
+
+if __name__ == "__main__":
+    main()
