@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
 use vane_embedder::admin::{self, AdminState};
@@ -81,7 +82,8 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
         let admin = axum::serve(admin_listener, admin::routes(AdminState { metrics, ready: ready.clone() })).with_graceful_shutdown(shutdown());
         let grpc = tonic::transport::Server::builder()
             .add_service(RouterService::new(router))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), shutdown());
+            // Without TCP_NODELAY each small reply waits for a delayed ACK: ~40 ms per request.
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), shutdown());
         ready.store(true, Ordering::Release);
         info!(grpc = %config.server.grpc, admin = %config.server.admin, "serving");
         let (a, g) = tokio::join!(admin, grpc);
