@@ -1,6 +1,8 @@
 //! Turns the sidecar's decision (or its absence) into what the host must do: a pure function,
 //! so every branch is unit-tested natively. Only `host` applies the result.
 
+use std::time::Duration;
+
 use crate::config::FailureMode;
 use crate::openai::{completion_to_sse, error_body};
 use crate::request::{BadRequest, ChatRequest};
@@ -132,10 +134,14 @@ pub fn too_large(limit: usize) -> LocalReply {
     }
 }
 
-/// Maps a gRPC status code from the host to an `x-vane-fallback` reason.
-pub fn reason_for_grpc_status(code: u32) -> &'static str {
+/// Maps a failed Route call to an `x-vane-fallback` reason. Envoy reports an expired
+/// `dispatch_grpc_call` deadline as UNAVAILABLE (14), like a dead sidecar, so the time the
+/// call took is what tells a slow sidecar from a missing one.
+pub fn reason_for_grpc_status(code: u32, took: Option<Duration>, timeout: Duration) -> &'static str {
+    let deadline_passed = took.is_some_and(|t| t >= timeout.mul_f32(0.9));
     match code {
         4 => "sidecar_timeout",
+        14 if deadline_passed => "sidecar_timeout",
         8 => "sidecar_overloaded",
         14 => "sidecar_unavailable",
         _ => "sidecar_error",
@@ -220,8 +226,14 @@ mod tests {
 
     #[test]
     fn grpc_codes_map_to_reasons() {
-        assert_eq!(reason_for_grpc_status(4), "sidecar_timeout");
-        assert_eq!(reason_for_grpc_status(14), "sidecar_unavailable");
-        assert_eq!(reason_for_grpc_status(13), "sidecar_error");
+        let timeout = Duration::from_millis(200);
+        let quick = Some(Duration::from_millis(3));
+        let slow = Some(Duration::from_millis(201));
+        assert_eq!(reason_for_grpc_status(4, quick, timeout), "sidecar_timeout");
+        assert_eq!(reason_for_grpc_status(14, quick, timeout), "sidecar_unavailable");
+        assert_eq!(reason_for_grpc_status(14, slow, timeout), "sidecar_timeout", "Envoy's deadline is UNAVAILABLE");
+        assert_eq!(reason_for_grpc_status(14, None, timeout), "sidecar_unavailable");
+        assert_eq!(reason_for_grpc_status(8, quick, timeout), "sidecar_overloaded");
+        assert_eq!(reason_for_grpc_status(13, slow, timeout), "sidecar_error");
     }
 }

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use log::{debug, info, warn};
 use prost::Message;
@@ -81,8 +81,8 @@ enum State {
     PassThrough,
     /// Buffering the request body.
     Buffering(Facts),
-    /// Waiting for the sidecar's Route answer.
-    Routing(Facts, ChatRequest),
+    /// Waiting for the sidecar's Route answer (sent at the given host time).
+    Routing(Facts, ChatRequest, Option<SystemTime>),
     /// Sent upstream; decorate the response and copy it for the cache.
     Forwarded { response_headers: Vec<(&'static str, String)>, capture: Option<Capture> },
     /// We answered locally; our own reply also passes through the response callbacks.
@@ -110,10 +110,18 @@ struct Stream {
     state: State,
 }
 
-fn header(map: MapType, name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(map, name).ok().flatten()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+/// A header value as raw bytes (the SDK's string getter panics on non-UTF-8 values).
+fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, name).ok().flatten()
 }
+
+/// A header value as text, for values we only compare or log.
+fn header(map: MapType, name: &str) -> Option<String> {
+    header_bytes(map, name).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Request headers only the filter may set: Envoy routes on them.
+const OWN_HEADERS: [&str; 4] = ["x-vane-model", "x-vane-category", "x-vane-confidence", "x-vane-fallback"];
 
 fn set_header(map: MapType, name: &str, value: &str) {
     if hostcalls::set_map_value(map, name, Some(value)).is_err() {
@@ -179,7 +187,7 @@ impl Stream {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         match hostcalls::dispatch_grpc_call(&self.config.sidecar_cluster, vane_proto::SERVICE, "Route", metadata, Some(&msg), timeout) {
             Ok(_token) => {
-                self.state = State::Routing(facts, req);
+                self.state = State::Routing(facts, req, hostcalls::get_current_time().ok());
                 Action::Pause
             }
             Err(e) => {
@@ -196,11 +204,13 @@ impl Stream {
 
 impl Context for Stream {
     fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
-        let State::Routing(facts, req) = std::mem::replace(&mut self.state, State::PassThrough) else {
+        let State::Routing(facts, req, sent_at) = std::mem::replace(&mut self.state, State::PassThrough) else {
             return;
         };
         let outcome = if status != 0 {
-            let reason = decision::reason_for_grpc_status(status);
+            let now = hostcalls::get_current_time().ok();
+            let took = sent_at.zip(now).and_then(|(sent, now)| now.duration_since(sent).ok());
+            let reason = decision::reason_for_grpc_status(status, took, Duration::from_millis(self.config.timeout_ms));
             info!("vane: request {} falls back: {reason} (gRPC {status})", facts.request_id);
             decision::fallback(reason, self.config.failure_mode)
         } else {
@@ -233,7 +243,13 @@ impl HttpContext for Stream {
         if too_long {
             return self.reply(decision::too_large(self.config.max_body_bytes));
         }
-        let trusted = self.config.tenant_header.as_deref().and_then(|h| header(req, h));
+        // A client must not pick the upstream cluster by sending our routing headers itself.
+        for name in OWN_HEADERS {
+            if hostcalls::set_map_value(req, name, None).is_err() {
+                warn!("vane: cannot remove header {name}");
+            }
+        }
+        let trusted = self.config.tenant_header.as_deref().and_then(|h| header_bytes(req, h));
         let cache_control = match header(req, "x-vane-cache-control").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             Some("no-store") => CacheControl::NoStore,
             Some("no-cache") => CacheControl::NoCache,
@@ -241,7 +257,7 @@ impl HttpContext for Stream {
         };
         self.state = State::Buffering(Facts {
             request_id: header(req, "x-request-id").unwrap_or_default(),
-            tenant: tenant_of(trusted, header(req, "authorization"), header(req, "api-key")),
+            tenant: tenant_of(trusted, header_bytes(req, "authorization"), header_bytes(req, "api-key")),
             cache_control,
         });
         // Hold the headers too: the route is picked from headers we set after the decision.

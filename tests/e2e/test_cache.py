@@ -1,0 +1,163 @@
+"""The semantic cache: exact and paraphrased repeats are answered by Envoy without reaching an
+upstream; JSON answers replay as SSE and streamed answers are stored for JSON repeats; the
+client can bypass the cache."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import chat_body, sse_chunks, sse_events
+
+MATH = "What is the integral of x squared?"
+ROME = "Who was the first emperor of Rome?"
+
+
+def assert_hit(r):
+    assert r.status == 200, r
+    assert r.cache == "hit", r
+    similarity = r.header("x-vane-similarity")
+    assert similarity is not None and 0.90 <= float(similarity) <= 1.0001, r
+    assert r.header("x-mock-upstream") is None, r  # answered by Envoy itself
+    return float(similarity)
+
+
+def test_exact_repeat_is_a_hit_with_the_same_body(vane):
+    first = vane.chat_stored(MATH)
+    assert first.header("x-mock-upstream") == "math-model"
+
+    second = vane.chat(MATH)
+    assert assert_hit(second) == 1.0
+    assert second.body == first.body  # byte for byte
+    assert second.header("content-type") == "application/json"
+    assert int(second.header("content-length")) == len(second.body)
+    assert len(vane.upstream_requests("math-model")) == 1  # no second upstream request
+    assert vane.upstream_requests("general-model") == []
+
+
+def test_paraphrase_is_a_hit(vane):
+    first = vane.chat_stored(ROME)
+    r = vane.chat("Who was Rome's first emperor?")
+    similarity = assert_hit(r)
+    assert similarity < 1.0  # a different prompt, similar enough
+    assert r.body == first.body
+    assert r.content == f"general-model answers: {ROME}"  # the cached answer
+    assert vane.upstream_count() == 1
+
+
+def test_paraphrase_with_different_wording_is_a_hit(vane):
+    first = vane.chat_stored("What caused the French Revolution?")
+    r = vane.chat("What were the causes of the French Revolution?")
+    assert_hit(r)
+    assert r.body == first.body
+    assert vane.upstream_count() == 1
+
+
+def test_unrelated_question_is_a_miss(vane):
+    vane.chat_stored("How do I bake bread?")
+    for prompt in ("Who painted the Mona Lisa?", "How do I make sourdough bread?"):
+        r = vane.chat(prompt)
+        assert r.status == 200 and r.cache == "miss", (prompt, r)
+        assert r.header("x-vane-similarity") is None
+        assert r.content == f"general-model answers: {prompt}"
+    assert len(vane.upstream_requests("general-model")) == 3
+
+
+def test_stream_request_replays_a_cached_json_answer_as_sse(vane):
+    first = vane.chat_stored(MATH)
+    cached = first.json()
+
+    r = vane.chat(MATH, stream=True)
+    assert_hit(r)
+    assert r.header("content-type").startswith("text/event-stream"), r
+    assert not r.truncated
+    chunks = sse_chunks(r.body)  # well-formed: chunk objects, then data: [DONE]
+    for c in chunks:
+        assert c["id"] == cached["id"] and c["model"] == cached["model"] == "math-model"
+        assert c["created"] == cached["created"]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+    assert r.content == cached["choices"][0]["message"]["content"]
+    assert "usage" not in [k for c in chunks for k in c]  # not asked for
+    assert vane.upstream_count() == 1
+
+
+def test_stream_replay_includes_usage_when_asked(vane):
+    first = vane.chat_stored(MATH)
+    r = vane.chat(MATH, stream=True, stream_options={"include_usage": True})
+    assert_hit(r)
+    chunks = sse_chunks(r.body)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == first.json()["usage"]
+    assert r.content == first.content
+
+
+def test_streamed_miss_is_stored_and_a_json_repeat_hits(vane):
+    first = vane.chat(ROME, stream=True)
+    assert first.status == 200 and first.cache == "miss", first
+    assert first.header("x-mock-upstream") == "general-model"
+    assert first.header("content-type").startswith("text/event-stream")
+    streamed = first.content  # asserts the upstream stream was complete
+    assert streamed == f"general-model answers: {ROME}"
+    assert len(sse_events(first.body)) > 4  # the upstream streamed word by word
+    vane.wait_cached(chat_body(ROME))
+
+    r = vane.chat(ROME)
+    assert_hit(r)
+    assert r.header("content-type") == "application/json"
+    body = r.json()  # the completion the sidecar assembled from the stream
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "general-model"
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["choices"][0]["message"]["content"] == streamed
+    assert body["choices"][0]["finish_reason"] == "stop"
+    first_chunk = json.loads(sse_events(first.body)[0])
+    assert body["id"] == first_chunk["id"]
+
+    again = vane.chat(ROME, stream=True)  # and a streamed repeat replays it
+    assert_hit(again)
+    assert again.content == streamed
+    assert vane.upstream_count() == 1
+
+
+def test_no_cache_header_bypasses_a_cached_answer(vane):
+    vane.chat_stored(MATH)
+    r = vane.chat(MATH, headers={"x-vane-cache-control": "no-cache"})
+    assert r.status == 200, r
+    assert r.cache == "bypass", r
+    assert r.header("x-mock-upstream") == "math-model"
+    assert r.header("x-vane-model") == "math-model"  # still routed
+    assert r.header("x-vane-similarity") is None
+    assert len(vane.upstream_requests("math-model")) == 2
+
+    assert_hit(vane.chat(MATH))  # the entry is still there for normal requests
+
+
+def test_no_store_header_is_not_cached(vane):
+    r = vane.chat(ROME, headers={"x-vane-cache-control": "No-Store"})  # case-insensitive
+    assert r.status == 200 and r.cache == "bypass", r
+    assert r.header("x-vane-model") == "general-model"
+    vane.assert_not_cached(chat_body(ROME))
+
+    r = vane.chat(ROME)
+    assert r.status == 200 and r.cache == "miss", r
+    assert len(vane.upstream_requests("general-model")) == 2
+
+
+@pytest.mark.xfail(strict=True, reason="product risk: at cache.threshold 0.90 MiniLM scores these "
+                   "questions with different answers as the same one, so the cache serves the "
+                   "wrong answer (similarity 0.91 / 0.93 / 0.99 / 0.98 / 1.0; a word over 100 "
+                   "characters becomes the tokenizer's [UNK], so such words never count)")
+@pytest.mark.parametrize("cached,asked", [
+    ("What is 17 times 23?", "What is 17 times 24?"),
+    ("When did the Second World War end?", "When did the Second World War begin?"),
+    ("Convert 100 Fahrenheit to Celsius.", "Convert 100 Celsius to Fahrenheit."),
+    ("Is this SHA-256 digest valid: ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb?",
+     "Is this SHA-256 digest valid: 3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d?"),
+    ("Translate to French: " + "supercalifragilistic" * 6, "Translate to French: " + "antidisestablishment" * 6),
+], ids=["other_number", "end_vs_begin", "swapped_units", "other_digest", "long_word"])
+def test_question_with_a_different_answer_is_not_a_hit(vane, cached, asked):
+    vane.chat_stored(cached)
+    r = vane.chat(asked)
+    assert r.status == 200, r
+    assert r.cache == "miss", r
