@@ -3,7 +3,8 @@
 Starts the stack (release sidecar, zero-delay mock upstreams) with an extra Envoy listener that
 has no Vane filter, then measures sequential requests over one keep-alive connection:
   hit    the same question again: answered by the filter from the semantic cache
-  miss   distinct questions (MMLU-Pro), routed and forwarded to a zero-delay upstream
+  miss   distinct questions (MMLU-Pro, ~100+ tokens), routed and forwarded to a zero-delay upstream
+  short  the same questions cut to their first 8 words (~12 tokens): a miss with a short prompt
   plain  the same zero-delay upstream through Envoy without the filter
 The filter + sidecar overhead on a miss is `miss - plain`. Also prints the sidecar's RSS and
 the .wasm size. Numbers vary with machine load: compare the rows of one run with each other.
@@ -74,8 +75,7 @@ def main():
         for _ in range(50):
             timed(vane, ask(hit_q))
             timed(plain, ask(hit_q))
-        results: dict[str, list[float]] = {"hit": [], "miss": [], "plain": []}
-        misses_seen = 0
+        results: dict[str, list[float]] = {"hit": [], "miss": [], "short": [], "plain": []}
         qs = questions(args.n)
         for i in range(args.n):  # interleaved, so load changes hit every scenario alike
             took, cache = timed(vane, ask(hit_q))
@@ -84,13 +84,16 @@ def main():
             took, cache = timed(vane, ask(qs[i]))
             if cache == "miss":
                 results["miss"].append(took)
-                misses_seen += 1
+            took, cache = timed(vane, ask(" ".join(qs[i].split()[:8]) + f" ({i})"))
+            if cache == "miss":
+                results["short"].append(took)
             results["plain"].append(timed(plain, ask(qs[i]))[0])
         print(f"# {args.n} requests per scenario, sequential, keep-alive, loopback; sidecar profile {args.profile}")
         for name, samples in results.items():
             print(summary(name, samples))
-        miss, base = statistics.median(results["miss"]), statistics.median(results["plain"])
-        print(f"filter+sidecar overhead on a miss (p50 miss - p50 plain): {miss - base:.3f} ms")
+        base = statistics.median(results["plain"])
+        for name in ("miss", "short"):
+            print(f"filter+sidecar overhead, {name} (p50 {name} - p50 plain): {statistics.median(results[name]) - base:.3f} ms")
         print(f"sidecar RSS: {rss_mb(stack.sidecar.pid):.1f} MiB; envoy RSS: {rss_mb(stack.envoy.pid):.1f} MiB")
         print(f"wasm size: {os.path.getsize(stack.wasm)} bytes")
 
