@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod model;
 pub mod router;
 pub mod server;
+pub mod signals;
 pub mod tickets;
