@@ -21,7 +21,7 @@ struct Inner {
     registry: Registry,
     route_decisions: Family<Label, Counter>,
     route_duration: Histogram,
-    cache_lookups: Family<Label, Counter>,
+    cache_lookups: Family<[(&'static str, &'static str); 2], Counter>,
     cache_stores: Family<Label, Counter>,
     cache_entries: Gauge,
     encoder_batch_size: Histogram,
@@ -39,8 +39,8 @@ impl Default for Metrics {
         registry.register("route_decisions", "Route decisions by kind (forward, cached, block)", route_decisions.clone());
         let route_duration = Histogram::new(latency_buckets());
         registry.register_with_unit("route_duration", "Time to answer one Route call", Unit::Seconds, route_duration.clone());
-        let cache_lookups = Family::<Label, Counter>::default();
-        registry.register("cache_lookups", "Semantic cache lookups by result (hit, miss)", cache_lookups.clone());
+        let cache_lookups = Family::default();
+        registry.register("cache_lookups", "Cache lookups by tier (exact, semantic) and result (hit, miss)", cache_lookups.clone());
         let cache_stores = Family::<Label, Counter>::default();
         registry.register("cache_stores", "Store calls by result (stored, or why not)", cache_stores.clone());
         let cache_entries = Gauge::default();
@@ -59,8 +59,8 @@ impl Metrics {
         self.0.route_duration.observe(took.as_secs_f64());
     }
 
-    pub fn cache_lookup(&self, hit: bool) {
-        self.0.cache_lookups.get_or_create(&[("result", if hit { "hit" } else { "miss" })]).inc();
+    pub fn cache_lookup(&self, tier: &'static str, hit: bool) {
+        self.0.cache_lookups.get_or_create(&[("tier", tier), ("result", if hit { "hit" } else { "miss" })]).inc();
     }
 
     pub fn cache_store(&self, result: &'static str, entries: usize) {
@@ -90,14 +90,14 @@ mod tests {
     fn renders_every_family_with_help_and_units() {
         let m = Metrics::default();
         m.route("forward", Duration::from_millis(2));
-        m.cache_lookup(true);
+        m.cache_lookup("exact", true);
         m.cache_store("stored", 3);
         m.observe_batch(4, Duration::from_millis(1));
         let text = m.render();
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
             "# UNIT vane_route_duration_seconds seconds",
-            "vane_cache_lookups_total{result=\"hit\"} 1",
+            "vane_cache_lookups_total{tier=\"exact\",result=\"hit\"} 1",
             "vane_cache_entries 3",
             "vane_encoder_batch_size_count 1",
         ] {

@@ -10,7 +10,7 @@ use vane_proto::v1::{CacheControl, Cached, Forward, RouteDecision, RouteRequest,
 
 use crate::batching::{EmbedError, EmbedQueue};
 use crate::cache::memory::MemoryCache;
-use crate::cache::{Fingerprint, Partition};
+use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::classify::{Classification, Classifier};
 use crate::completion;
 use crate::config::Config;
@@ -70,22 +70,29 @@ impl Router {
             let model = if routed { self.default_model.clone() } else { req.model.clone() };
             return Ok(self.decided(forward(model, None, String::new()), started));
         }
-        let embedding = self.embedder.embed(req.prompt).await?;
-
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
         let fingerprint = Fingerprint::of(&req.context);
-        if let (Some(cache), CacheControl::Default) = (&self.cache, control) {
-            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now());
-            self.metrics.cache_lookup(hit.is_some());
+        let prompt = PromptKey::of(&req.prompt);
+        let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
+        // Exact tier first: an identical request is answered without running the encoder.
+        if let Some(cache) = lookup {
+            let hit = cache.lookup_exact(&partition, fingerprint, prompt, Instant::now());
+            self.metrics.cache_lookup("exact", hit.is_some());
             if let Some(hit) = hit {
-                debug!(entry = hit.id, similarity = hit.similarity, "cache hit");
-                let cached = Cached { completion: hit.completion, similarity: hit.similarity, entry_id: hit.id.to_string() };
-                return Ok(self.decided(Action::Cached(cached), started));
+                return Ok(self.cached(hit, started));
+            }
+        }
+        let embedding = self.embedder.embed(req.prompt).await?;
+        if let Some(cache) = lookup {
+            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now());
+            self.metrics.cache_lookup("semantic", hit.is_some());
+            if let Some(hit) = hit {
+                return Ok(self.cached(hit, started));
             }
         }
 
         let (model, class) = if routed { self.choose(&embedding) } else { (req.model, None) };
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, embedding }, Instant::now()) } else { String::new() };
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt, embedding }, Instant::now()) } else { String::new() };
         Ok(self.decided(forward(model, class, ticket), started))
     }
 
@@ -99,6 +106,12 @@ impl Router {
             Some(c) => (self.default_model.clone(), Some(Classification { category: "default".into(), score: c.score })),
             None => (self.default_model.clone(), None),
         }
+    }
+
+    fn cached(&self, hit: Hit, started: Instant) -> RouteDecision {
+        debug!(entry = hit.id, tier = hit.tier.name(), similarity = hit.similarity, "cache hit");
+        let cached = Cached { completion: hit.completion, similarity: hit.similarity, entry_id: hit.id.to_string() };
+        self.decided(Action::Cached(cached), started)
     }
 
     fn decided(&self, action: Action, started: Instant) -> RouteDecision {
@@ -128,7 +141,7 @@ impl Router {
         let pending = self.tickets.redeem(&req.ticket, Instant::now()).ok_or("unknown_ticket")?;
         let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) };
         let body = body.map_err(|e| e.label())?;
-        cache.insert(pending.partition, pending.fingerprint, pending.embedding, body, Instant::now());
+        cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now());
         Ok(())
     }
 }

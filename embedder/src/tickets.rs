@@ -7,11 +7,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cache::{Fingerprint, Partition};
+use crate::cache::{Fingerprint, Partition, PromptKey};
 
 pub struct Pending {
     pub partition: Partition,
     pub fingerprint: Fingerprint,
+    pub prompt: PromptKey,
     pub embedding: Vec<f32>,
 }
 
@@ -59,7 +60,7 @@ mod tests {
     use super::*;
 
     fn pending() -> Pending {
-        Pending { partition: Partition { tenant: String::new(), model: "m".into() }, fingerprint: Fingerprint::of(""), embedding: vec![1.0] }
+        Pending { partition: Partition { tenant: String::new(), model: "m".into() }, fingerprint: Fingerprint::of(""), prompt: PromptKey::of(""), embedding: vec![1.0] }
     }
 
     #[test]

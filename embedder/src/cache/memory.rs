@@ -1,18 +1,20 @@
 //! The embedded backend: entries in process memory, grouped by (partition, fingerprint) so a
-//! lookup only compares against prompts that share the rest of the conversation. Entries expire
-//! after the TTL; beyond `max_entries` the oldest are evicted first.
+//! lookup only compares against prompts that share the rest of the conversation, plus an index
+//! of exact prompts. Entries expire after the TTL; beyond `max_entries` the oldest are evicted
+//! first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Fingerprint, Hit, Partition};
+use super::{Fingerprint, Hit, Partition, PromptKey, Tier};
 use crate::model::cosine;
 
 type Key = (Partition, Fingerprint);
 
 struct Entry {
     key: Key,
+    prompt: PromptKey,
     embedding: Vec<f32>,
     completion: Vec<u8>,
     expires: Instant,
@@ -22,6 +24,8 @@ struct Entry {
 struct Inner {
     entries: HashMap<u64, Entry>,
     groups: HashMap<Key, Vec<u64>>,
+    /// The newest entry for each exact prompt.
+    exact: HashMap<(Key, PromptKey), u64>,
     /// Insertion order, for eviction.
     order: VecDeque<u64>,
     next_id: u64,
@@ -53,6 +57,14 @@ impl MemoryCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The live entry for exactly this prompt, if any: no embedding needed.
+    pub fn lookup_exact(&self, partition: &Partition, fingerprint: Fingerprint, prompt: PromptKey, now: Instant) -> Option<Hit> {
+        let inner = self.lock();
+        let id = inner.exact.get(&((partition.clone(), fingerprint), prompt))?;
+        let e = inner.entries.get(id).filter(|e| e.expires > now)?;
+        Some(Hit { tier: Tier::Exact, id: *id, completion: e.completion.clone(), similarity: 1.0 })
+    }
+
     /// The most similar live entry at or above the threshold.
     pub fn lookup(&self, partition: &Partition, fingerprint: Fingerprint, embedding: &[f32], now: Instant) -> Option<Hit> {
         let inner = self.lock();
@@ -63,10 +75,10 @@ impl MemoryCache {
             .map(|(id, e)| (id, e, cosine(embedding, &e.embedding)))
             .filter(|(_, _, sim)| *sim >= self.threshold)
             .max_by(|a, b| a.2.total_cmp(&b.2))
-            .map(|(id, e, similarity)| Hit { id: *id, completion: e.completion.clone(), similarity })
+            .map(|(id, e, similarity)| Hit { tier: Tier::Semantic, id: *id, completion: e.completion.clone(), similarity })
     }
 
-    pub fn insert(&self, partition: Partition, fingerprint: Fingerprint, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> u64 {
+    pub fn insert(&self, partition: Partition, fingerprint: Fingerprint, prompt: PromptKey, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> u64 {
         let mut inner = self.lock();
         Self::expire(&mut inner, now);
         while inner.entries.len() >= self.max_entries {
@@ -78,7 +90,10 @@ impl MemoryCache {
         let key = (partition, fingerprint);
         inner.groups.entry(key.clone()).or_default().push(id);
         inner.order.push_back(id);
-        inner.entries.insert(id, Entry { key, embedding, completion, expires: now + self.ttl });
+        if let Some(older) = inner.exact.insert((key.clone(), prompt), id) {
+            Self::remove(&mut inner, older); // the same prompt answered again: keep the newest
+        }
+        inner.entries.insert(id, Entry { key, prompt, embedding, completion, expires: now + self.ttl });
         id
     }
 
@@ -96,13 +111,17 @@ impl MemoryCache {
     }
 
     fn remove(inner: &mut Inner, id: u64) {
-        if let Some(e) = inner.entries.remove(&id)
-            && let Some(ids) = inner.groups.get_mut(&e.key) {
-                ids.retain(|x| *x != id);
-                if ids.is_empty() {
-                    inner.groups.remove(&e.key);
-                }
+        let Some(e) = inner.entries.remove(&id) else { return };
+        let exact_key = (e.key.clone(), e.prompt);
+        if inner.exact.get(&exact_key) == Some(&id) {
+            inner.exact.remove(&exact_key);
+        }
+        if let Some(ids) = inner.groups.get_mut(&e.key) {
+            ids.retain(|x| *x != id);
+            if ids.is_empty() {
+                inner.groups.remove(&e.key);
             }
+        }
     }
 }
 
@@ -124,7 +143,7 @@ mod tests {
         let c = MemoryCache::new(0.9, Duration::from_secs(60), 10);
         let now = Instant::now();
         let fp = Fingerprint::of("ctx");
-        c.insert(p("a", "auto"), fp, unit(&[1.0, 0.0]), b"answer".to_vec(), now);
+        c.insert(p("a", "auto"), fp, PromptKey::of("q"), unit(&[1.0, 0.0]), b"answer".to_vec(), now);
         let hit = c.lookup(&p("a", "auto"), fp, &unit(&[1.0, 0.1]), now).unwrap();
         assert_eq!(hit.completion, b"answer");
         assert!(hit.similarity > 0.99);
@@ -135,12 +154,28 @@ mod tests {
     }
 
     #[test]
+    fn exact_tier_matches_the_same_prompt_only_and_keeps_the_newest() {
+        let c = MemoryCache::new(0.9, Duration::from_secs(10), 10);
+        let now = Instant::now();
+        let fp = Fingerprint::of("");
+        c.insert(p("t", "m"), fp, PromptKey::of("2+2?"), unit(&[1.0, 0.0]), b"old".to_vec(), now);
+        c.insert(p("t", "m"), fp, PromptKey::of("2+2?"), unit(&[1.0, 0.0]), b"new".to_vec(), now);
+        assert_eq!(c.len(), 1, "a re-answered prompt replaces its entry");
+        let hit = c.lookup_exact(&p("t", "m"), fp, PromptKey::of(" 2+2? "), now).unwrap();
+        assert_eq!((hit.tier, hit.completion.as_slice(), hit.similarity), (Tier::Exact, &b"new"[..], 1.0));
+        assert!(c.lookup_exact(&p("u", "m"), fp, PromptKey::of("2+2?"), now).is_none(), "other tenant");
+        assert!(c.lookup_exact(&p("t", "m"), Fingerprint::of("x"), PromptKey::of("2+2?"), now).is_none(), "other context");
+        assert!(c.lookup_exact(&p("t", "m"), fp, PromptKey::of("2+3?"), now).is_none());
+        assert!(c.lookup_exact(&p("t", "m"), fp, PromptKey::of("2+2?"), now + Duration::from_secs(11)).is_none(), "expired");
+    }
+
+    #[test]
     fn the_most_similar_entry_wins() {
         let c = MemoryCache::new(0.5, Duration::from_secs(60), 10);
         let now = Instant::now();
         let fp = Fingerprint::of("");
-        c.insert(p("", "m"), fp, unit(&[1.0, 0.5]), b"far".to_vec(), now);
-        c.insert(p("", "m"), fp, unit(&[1.0, 0.05]), b"near".to_vec(), now);
+        c.insert(p("", "m"), fp, PromptKey::of("far"), unit(&[1.0, 0.5]), b"far".to_vec(), now);
+        c.insert(p("", "m"), fp, PromptKey::of("near"), unit(&[1.0, 0.05]), b"near".to_vec(), now);
         assert_eq!(c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), now).unwrap().completion, b"near");
     }
 
@@ -149,13 +184,14 @@ mod tests {
         let c = MemoryCache::new(0.9, Duration::from_secs(10), 2);
         let t0 = Instant::now();
         let fp = Fingerprint::of("");
-        c.insert(p("", "m"), fp, unit(&[1.0, 0.0]), b"1".to_vec(), t0);
+        c.insert(p("", "m"), fp, PromptKey::of("1"), unit(&[1.0, 0.0]), b"1".to_vec(), t0);
         assert!(c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), t0 + Duration::from_secs(11)).is_none(), "expired");
-        c.insert(p("", "m"), fp, unit(&[0.0, 1.0]), b"2".to_vec(), t0 + Duration::from_secs(11));
+        c.insert(p("", "m"), fp, PromptKey::of("2"), unit(&[0.0, 1.0]), b"2".to_vec(), t0 + Duration::from_secs(11));
         assert_eq!(c.len(), 1, "expired entry dropped on insert");
-        c.insert(p("", "m"), fp, unit(&[1.0, 1.0]), b"3".to_vec(), t0 + Duration::from_secs(12));
-        c.insert(p("", "m"), fp, unit(&[1.0, -1.0]), b"4".to_vec(), t0 + Duration::from_secs(13));
+        c.insert(p("", "m"), fp, PromptKey::of("3"), unit(&[1.0, 1.0]), b"3".to_vec(), t0 + Duration::from_secs(12));
+        c.insert(p("", "m"), fp, PromptKey::of("4"), unit(&[1.0, -1.0]), b"4".to_vec(), t0 + Duration::from_secs(13));
         assert_eq!(c.len(), 2);
+        assert_eq!(c.lock().exact.len(), 2, "evicted and expired entries leave the exact index too");
         let t = t0 + Duration::from_secs(13);
         assert!(c.lookup(&p("", "m"), fp, &unit(&[0.0, 1.0]), t).is_none(), "oldest evicted");
         assert_eq!(c.lookup(&p("", "m"), fp, &unit(&[1.0, -1.0]), t).unwrap().completion, b"4");
