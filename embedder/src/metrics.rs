@@ -23,6 +23,7 @@ struct Inner {
     route_duration: Histogram,
     cache_lookups: Family<[(&'static str, &'static str); 2], Counter>,
     cache_stores: Family<Label, Counter>,
+    guard_rejections: Family<Label, Counter>,
     cache_entries: Gauge,
     encoder_batch_size: Histogram,
     encoder_duration: Histogram,
@@ -43,13 +44,15 @@ impl Default for Metrics {
         registry.register("cache_lookups", "Cache lookups by tier (exact, semantic) and result (hit, miss)", cache_lookups.clone());
         let cache_stores = Family::<Label, Counter>::default();
         registry.register("cache_stores", "Store calls by result (stored, or why not)", cache_stores.clone());
+        let guard_rejections = Family::<Label, Counter>::default();
+        registry.register("cache_guard_rejections", "Semantic matches refused by the near-duplicate guard, by reason", guard_rejections.clone());
         let cache_entries = Gauge::default();
         registry.register("cache_entries", "Entries in the semantic cache", cache_entries.clone());
         let encoder_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
         registry.register("encoder_batch_size", "Prompts per encoder pass", encoder_batch_size.clone());
         let encoder_duration = Histogram::new(latency_buckets());
         registry.register_with_unit("encoder_duration", "Time of one encoder pass (tokenise + run)", Unit::Seconds, encoder_duration.clone());
-        Metrics(Arc::new(Inner { registry, route_decisions, route_duration, cache_lookups, cache_stores, cache_entries, encoder_batch_size, encoder_duration }))
+        Metrics(Arc::new(Inner { registry, route_decisions, route_duration, cache_lookups, cache_stores, guard_rejections, cache_entries, encoder_batch_size, encoder_duration }))
     }
 }
 
@@ -61,6 +64,10 @@ impl Metrics {
 
     pub fn cache_lookup(&self, tier: &'static str, hit: bool) {
         self.0.cache_lookups.get_or_create(&[("tier", tier), ("result", if hit { "hit" } else { "miss" })]).inc();
+    }
+
+    pub fn guard_rejection(&self, reason: &'static str) {
+        self.0.guard_rejections.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn cache_store(&self, result: &'static str, entries: usize) {

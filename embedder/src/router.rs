@@ -10,6 +10,7 @@ use vane_proto::v1::{CacheControl, Cached, Forward, RouteDecision, RouteRequest,
 
 use crate::batching::{EmbedError, EmbedQueue};
 use crate::cache::memory::MemoryCache;
+use crate::cache::guard;
 use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::classify::{Classification, Classifier};
 use crate::completion;
@@ -82,9 +83,17 @@ impl Router {
                 return Ok(self.cached(hit, started));
             }
         }
-        let embedding = self.embedder.embed(req.prompt).await?;
+        let embedding = self.embedder.embed(req.prompt.clone()).await?;
         if let Some(cache) = lookup {
-            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now());
+            // Near-duplicates that ask something else (negation, other numbers, ...) are not hits.
+            let accept = |cached: &str| match guard::conflict(cached, &req.prompt) {
+                Some(reason) => {
+                    self.metrics.guard_rejection(reason);
+                    false
+                }
+                None => true,
+            };
+            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now(), accept);
             self.metrics.cache_lookup("semantic", hit.is_some());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
@@ -92,7 +101,7 @@ impl Router {
         }
 
         let (model, class) = if routed { self.choose(&embedding) } else { (req.model, None) };
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt, embedding }, Instant::now()) } else { String::new() };
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
         Ok(self.decided(forward(model, class, ticket), started))
     }
 

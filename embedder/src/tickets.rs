@@ -7,12 +7,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::cache::{Fingerprint, Partition, PromptKey};
+use crate::cache::{Fingerprint, Partition};
 
 pub struct Pending {
     pub partition: Partition,
     pub fingerprint: Fingerprint,
-    pub prompt: PromptKey,
+    /// The prompt's text (the exact tier hashes it; the guard compares it).
+    pub prompt: String,
     pub embedding: Vec<f32>,
 }
 
@@ -60,7 +61,7 @@ mod tests {
     use super::*;
 
     fn pending() -> Pending {
-        Pending { partition: Partition { tenant: String::new(), model: "m".into() }, fingerprint: Fingerprint::of(""), prompt: PromptKey::of(""), embedding: vec![1.0] }
+        Pending { partition: Partition { tenant: String::new(), model: "m".into() }, fingerprint: Fingerprint::of(""), prompt: String::new(), embedding: vec![1.0] }
     }
 
     #[test]

@@ -15,6 +15,8 @@ type Key = (Partition, Fingerprint);
 struct Entry {
     key: Key,
     prompt: PromptKey,
+    /// The prompt's text, for the near-duplicate guard.
+    text: String,
     embedding: Vec<f32>,
     completion: Vec<u8>,
     expires: Instant,
@@ -65,8 +67,8 @@ impl MemoryCache {
         Some(Hit { tier: Tier::Exact, id: *id, completion: e.completion.clone(), similarity: 1.0 })
     }
 
-    /// The most similar live entry at or above the threshold.
-    pub fn lookup(&self, partition: &Partition, fingerprint: Fingerprint, embedding: &[f32], now: Instant) -> Option<Hit> {
+    /// The most similar live entry at or above the threshold whose prompt text `accept`s.
+    pub fn lookup(&self, partition: &Partition, fingerprint: Fingerprint, embedding: &[f32], now: Instant, mut accept: impl FnMut(&str) -> bool) -> Option<Hit> {
         let inner = self.lock();
         let ids = inner.groups.get(&(partition.clone(), fingerprint))?;
         ids.iter()
@@ -74,11 +76,13 @@ impl MemoryCache {
             .filter(|(_, e)| e.expires > now)
             .map(|(id, e)| (id, e, cosine(embedding, &e.embedding)))
             .filter(|(_, _, sim)| *sim >= self.threshold)
+            .filter(|(_, e, _)| accept(&e.text))
             .max_by(|a, b| a.2.total_cmp(&b.2))
             .map(|(id, e, similarity)| Hit { tier: Tier::Semantic, id: *id, completion: e.completion.clone(), similarity })
     }
 
-    pub fn insert(&self, partition: Partition, fingerprint: Fingerprint, prompt: PromptKey, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> u64 {
+    pub fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> u64 {
+        let prompt = PromptKey::of(&text);
         let mut inner = self.lock();
         Self::expire(&mut inner, now);
         while inner.entries.len() >= self.max_entries {
@@ -93,7 +97,7 @@ impl MemoryCache {
         if let Some(older) = inner.exact.insert((key.clone(), prompt), id) {
             Self::remove(&mut inner, older); // the same prompt answered again: keep the newest
         }
-        inner.entries.insert(id, Entry { key, prompt, embedding, completion, expires: now + self.ttl });
+        inner.entries.insert(id, Entry { key, prompt, text, embedding, completion, expires: now + self.ttl });
         id
     }
 
@@ -143,14 +147,14 @@ mod tests {
         let c = MemoryCache::new(0.9, Duration::from_secs(60), 10);
         let now = Instant::now();
         let fp = Fingerprint::of("ctx");
-        c.insert(p("a", "auto"), fp, PromptKey::of("q"), unit(&[1.0, 0.0]), b"answer".to_vec(), now);
-        let hit = c.lookup(&p("a", "auto"), fp, &unit(&[1.0, 0.1]), now).unwrap();
+        c.insert(p("a", "auto"), fp, "q".into(), unit(&[1.0, 0.0]), b"answer".to_vec(), now);
+        let hit = c.lookup(&p("a", "auto"), fp, &unit(&[1.0, 0.1]), now, |_| true).unwrap();
         assert_eq!(hit.completion, b"answer");
         assert!(hit.similarity > 0.99);
-        assert!(c.lookup(&p("a", "auto"), fp, &unit(&[1.0, 1.0]), now).is_none(), "0.707 < 0.9");
-        assert!(c.lookup(&p("b", "auto"), fp, &unit(&[1.0, 0.0]), now).is_none(), "other tenant");
-        assert!(c.lookup(&p("a", "gpt"), fp, &unit(&[1.0, 0.0]), now).is_none(), "other model");
-        assert!(c.lookup(&p("a", "auto"), Fingerprint::of("other"), &unit(&[1.0, 0.0]), now).is_none(), "other context");
+        assert!(c.lookup(&p("a", "auto"), fp, &unit(&[1.0, 1.0]), now, |_| true).is_none(), "0.707 < 0.9");
+        assert!(c.lookup(&p("b", "auto"), fp, &unit(&[1.0, 0.0]), now, |_| true).is_none(), "other tenant");
+        assert!(c.lookup(&p("a", "gpt"), fp, &unit(&[1.0, 0.0]), now, |_| true).is_none(), "other model");
+        assert!(c.lookup(&p("a", "auto"), Fingerprint::of("other"), &unit(&[1.0, 0.0]), now, |_| true).is_none(), "other context");
     }
 
     #[test]
@@ -158,8 +162,8 @@ mod tests {
         let c = MemoryCache::new(0.9, Duration::from_secs(10), 10);
         let now = Instant::now();
         let fp = Fingerprint::of("");
-        c.insert(p("t", "m"), fp, PromptKey::of("2+2?"), unit(&[1.0, 0.0]), b"old".to_vec(), now);
-        c.insert(p("t", "m"), fp, PromptKey::of("2+2?"), unit(&[1.0, 0.0]), b"new".to_vec(), now);
+        c.insert(p("t", "m"), fp, "2+2?".into(), unit(&[1.0, 0.0]), b"old".to_vec(), now);
+        c.insert(p("t", "m"), fp, "2+2?".into(), unit(&[1.0, 0.0]), b"new".to_vec(), now);
         assert_eq!(c.len(), 1, "a re-answered prompt replaces its entry");
         let hit = c.lookup_exact(&p("t", "m"), fp, PromptKey::of(" 2+2? "), now).unwrap();
         assert_eq!((hit.tier, hit.completion.as_slice(), hit.similarity), (Tier::Exact, &b"new"[..], 1.0));
@@ -170,13 +174,25 @@ mod tests {
     }
 
     #[test]
+    fn rejected_candidates_give_way_to_the_next_best() {
+        let c = MemoryCache::new(0.5, Duration::from_secs(60), 10);
+        let now = Instant::now();
+        let fp = Fingerprint::of("");
+        c.insert(p("", "m"), fp, "near".into(), unit(&[1.0, 0.05]), b"near".to_vec(), now);
+        c.insert(p("", "m"), fp, "far".into(), unit(&[1.0, 0.5]), b"far".to_vec(), now);
+        let hit = c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), now, |text| text != "near").unwrap();
+        assert_eq!(hit.completion, b"far");
+        assert!(c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), now, |_| false).is_none());
+    }
+
+    #[test]
     fn the_most_similar_entry_wins() {
         let c = MemoryCache::new(0.5, Duration::from_secs(60), 10);
         let now = Instant::now();
         let fp = Fingerprint::of("");
-        c.insert(p("", "m"), fp, PromptKey::of("far"), unit(&[1.0, 0.5]), b"far".to_vec(), now);
-        c.insert(p("", "m"), fp, PromptKey::of("near"), unit(&[1.0, 0.05]), b"near".to_vec(), now);
-        assert_eq!(c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), now).unwrap().completion, b"near");
+        c.insert(p("", "m"), fp, "far".into(), unit(&[1.0, 0.5]), b"far".to_vec(), now);
+        c.insert(p("", "m"), fp, "near".into(), unit(&[1.0, 0.05]), b"near".to_vec(), now);
+        assert_eq!(c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), now, |_| true).unwrap().completion, b"near");
     }
 
     #[test]
@@ -184,16 +200,16 @@ mod tests {
         let c = MemoryCache::new(0.9, Duration::from_secs(10), 2);
         let t0 = Instant::now();
         let fp = Fingerprint::of("");
-        c.insert(p("", "m"), fp, PromptKey::of("1"), unit(&[1.0, 0.0]), b"1".to_vec(), t0);
-        assert!(c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), t0 + Duration::from_secs(11)).is_none(), "expired");
-        c.insert(p("", "m"), fp, PromptKey::of("2"), unit(&[0.0, 1.0]), b"2".to_vec(), t0 + Duration::from_secs(11));
+        c.insert(p("", "m"), fp, "1".into(), unit(&[1.0, 0.0]), b"1".to_vec(), t0);
+        assert!(c.lookup(&p("", "m"), fp, &unit(&[1.0, 0.0]), t0 + Duration::from_secs(11), |_| true).is_none(), "expired");
+        c.insert(p("", "m"), fp, "2".into(), unit(&[0.0, 1.0]), b"2".to_vec(), t0 + Duration::from_secs(11));
         assert_eq!(c.len(), 1, "expired entry dropped on insert");
-        c.insert(p("", "m"), fp, PromptKey::of("3"), unit(&[1.0, 1.0]), b"3".to_vec(), t0 + Duration::from_secs(12));
-        c.insert(p("", "m"), fp, PromptKey::of("4"), unit(&[1.0, -1.0]), b"4".to_vec(), t0 + Duration::from_secs(13));
+        c.insert(p("", "m"), fp, "3".into(), unit(&[1.0, 1.0]), b"3".to_vec(), t0 + Duration::from_secs(12));
+        c.insert(p("", "m"), fp, "4".into(), unit(&[1.0, -1.0]), b"4".to_vec(), t0 + Duration::from_secs(13));
         assert_eq!(c.len(), 2);
         assert_eq!(c.lock().exact.len(), 2, "evicted and expired entries leave the exact index too");
         let t = t0 + Duration::from_secs(13);
-        assert!(c.lookup(&p("", "m"), fp, &unit(&[0.0, 1.0]), t).is_none(), "oldest evicted");
-        assert_eq!(c.lookup(&p("", "m"), fp, &unit(&[1.0, -1.0]), t).unwrap().completion, b"4");
+        assert!(c.lookup(&p("", "m"), fp, &unit(&[0.0, 1.0]), t, |_| true).is_none(), "oldest evicted");
+        assert_eq!(c.lookup(&p("", "m"), fp, &unit(&[1.0, -1.0]), t, |_| true).unwrap().completion, b"4");
     }
 }
