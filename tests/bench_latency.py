@@ -88,7 +88,9 @@ def main():
             if cache == "miss":
                 results["short"].append(took)
             results["plain"].append(timed(plain, ask(qs[i]))[0])
+        source = QUESTIONS if QUESTIONS.exists() else "synthetic questions (shared/data not found)"
         print(f"# {args.n} requests per scenario, sequential, keep-alive, loopback; sidecar profile {args.profile}")
+        print(f"# miss questions: {source}")
         for name, samples in results.items():
             print(summary(name, samples))
         base = statistics.median(results["plain"])
