@@ -14,12 +14,13 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench build wasm sidecar toolchain venv models lint unit e2e clean
+.PHONY: help run test bench build wasm sidecar toolchain venv models lint unit e2e clean heads
 
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
 	@echo "make test   build and run every test (unit, in-process gRPC, end-to-end through Envoy)"
 	@echo "make bench  whole-request latency through Envoy: cache hit, routed miss, no filter"
+	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
 
 run: toolchain venv models wasm
 	cargo build --release -p vane-embedder
@@ -65,6 +66,18 @@ e2e: build
 bench: toolchain venv models wasm
 	cargo build --release -p vane-embedder
 	$(PY) tests/bench_latency.py --profile release
+
+# Classifier heads over the embedding. `train` holds out 20% of each class (written to
+# target/heads/), never trains on it, and `eval` measures the head on exactly those rows.
+# Embeddings are cached in target/embeddings, so a second run skips the encoder.
+HEAD_TRAIN = cargo run --release -p vane-embedder -- train --cache-embeddings target/embeddings --threads $(shell nproc)
+HEAD_EVAL  = cargo run --release -p vane-embedder -- eval --cache-embeddings target/embeddings --threads $(shell nproc)
+
+heads: venv models
+	@mkdir -p target/heads
+	$(HEAD_TRAIN) --data config/heads/data/mmlu_pro_train.jsonl --text-field question --label-field category \
+		--out config/heads/mmlu_pro_categories.json --holdout-out target/heads/mmlu_pro_holdout.jsonl
+	$(HEAD_EVAL) --data target/heads/mmlu_pro_holdout.jsonl --head config/heads/mmlu_pro_categories.json
 
 clean:
 	cargo clean

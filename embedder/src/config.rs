@@ -81,6 +81,10 @@ pub struct RoutingConfig {
     #[serde(default = "defaults::confidence_floor")]
     pub confidence_floor: f32,
     pub categories: Vec<Category>,
+    /// A trained classifier head over the embedding (`vane-embedder train`), e.g.
+    /// `heads/mmlu_pro_categories.json`; relative to this file. Used by `vane-embedder eval`.
+    #[serde(default)]
+    pub head: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,7 +140,7 @@ impl Config {
         for p in [&mut config.model.onnx, &mut config.model.tokenizer] {
             *p = base.join(&*p);
         }
-        if let Some(p) = &mut config.model.onnxruntime {
+        for p in [&mut config.model.onnxruntime, &mut config.routing.head].into_iter().flatten() {
             *p = base.join(&*p);
         }
         Ok(config)
@@ -192,6 +196,9 @@ routing:
         assert_eq!(c.routing.aliases, vec!["auto"]);
         assert!(c.cache.enabled);
         assert_eq!(c.server.grpc.port(), 50051);
+        assert_eq!(c.routing.head, None);
+        let c = Config::parse(&GOOD.replace("routing:\n", "routing:\n  head: heads/h.json\n"), Path::new("/etc/vane")).unwrap();
+        assert_eq!(c.routing.head, Some(PathBuf::from("/etc/vane/heads/h.json")));
     }
 
     #[test]

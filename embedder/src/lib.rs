@@ -2,7 +2,8 @@
 //! [`model`] (the encoder; ONNX Runtime lives only in `model::onnx`), [`batching`] (the encoder
 //! thread and its queue), [`classify`] (categories), [`cache`] (semantic cache backends),
 //! [`completion`] (what is cacheable), [`router`] (the decision), [`server`] (gRPC),
-//! [`admin`] and [`metrics`] (operations), [`config`].
+//! [`admin`] and [`metrics`] (operations), [`config`]; [`head`] (trained classifier heads over the
+//! embedding), [`dataset`] and [`eval`] (their training data and metrics).
 
 pub mod admin;
 pub mod batching;
@@ -10,6 +11,9 @@ pub mod cache;
 pub mod classify;
 pub mod completion;
 pub mod config;
+pub mod dataset;
+pub mod eval;
+pub mod head;
 pub mod metrics;
 pub mod model;
 pub mod router;
