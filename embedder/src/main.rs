@@ -50,6 +50,11 @@ enum Command {
     Train(TrainArgs),
     /// Measure a head on labelled JSONL; the last line is `accuracy=<x> macro_f1=<y>`.
     Eval(EvalArgs),
+    /// Measure PII detection on presidio-shaped JSONL; the last line is `precision=<p> recall=<r>`.
+    EvalPii {
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -153,6 +158,7 @@ fn main() -> ExitCode {
         Command::Serve { config, grpc, admin } => serve(config, grpc, admin),
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::EvalPii { data } => eval_pii(&data),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,6 +167,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn eval_pii(data: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+    let report = vane_embedder::signals::pii_eval::evaluate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+    println!("{report}");
+    Ok(())
 }
 
 fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> anyhow::Result<()> {
