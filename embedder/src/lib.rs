@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod batching;
 pub mod cache;
+pub mod commands;
 pub mod classify;
 pub mod completion;
 pub mod config;

@@ -1,0 +1,299 @@
+//! The offline subcommands: `train` fits a classifier head on labelled JSONL, `eval` measures
+//! one, `eval-pii` measures the PII detector. (`serve` lives in main.rs.)
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::config::Config;
+use crate::dataset::{self, Example};
+use crate::eval::Report;
+use crate::head::train::{self as train_head, TrainConfig};
+use crate::head::{Head, Kind, Meta, argmax};
+use crate::model::Encoder;
+use crate::model::onnx::OnnxEncoder;
+
+#[derive(Args)]
+pub struct DataArgs {
+    /// Labelled examples, one JSON object a line.
+    #[arg(long)]
+    data: PathBuf,
+    /// The field(s) holding the text, comma-separated; they are joined with newlines (a list of
+    /// strings, such as answer options, contributes one line each).
+    #[arg(long = "text-field", visible_alias = "text-fields", value_delimiter = ',')]
+    text_fields: Vec<String>,
+    /// The field holding the label (a string, number or boolean).
+    #[arg(long)]
+    label_field: Option<String>,
+    #[arg(long, env = "VANE_CONFIG", default_value = "config/vane.yaml")]
+    config: PathBuf,
+    /// Keep embeddings here (keyed by the texts and the encoder) so that re-runs skip the encoder.
+    #[arg(long)]
+    cache_embeddings: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads (overrides model.threads).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Where to write the head (JSON).
+    #[arg(long)]
+    out: PathBuf,
+    /// Share of each class held out for the report (never trained on).
+    #[arg(long, default_value_t = 0.2)]
+    holdout: f64,
+    /// Write the held-out rows (as read) here, for `eval --data`.
+    #[arg(long)]
+    holdout_out: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// `auto` trains both and keeps the better on a validation split of the training rows.
+    #[arg(long, value_enum, default_value_t = KindArg::Auto)]
+    kind: KindArg,
+    /// Use at most this many examples of each class.
+    #[arg(long)]
+    max_per_class: Option<usize>,
+    /// Weight examples by inverse class frequency.
+    #[arg(long, value_enum, default_value_t = ClassWeight::None)]
+    class_weight: ClassWeight,
+    /// L2 penalty on the weights [default: 1e-4].
+    #[arg(long)]
+    l2: Option<f32>,
+    /// Passes over the data [default: 60]; the best epoch on validation is kept.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Adam learning rate [default: softmax 0.01, mlp 0.002].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// MLP hidden units [default: 256].
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// MLP dropout on the hidden layer [default: 0.5].
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Examples per gradient step [default: 64].
+    #[arg(long)]
+    batch_size: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The head to measure [default: routing.head of the configuration].
+    #[arg(long)]
+    head: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum KindArg {
+    Auto,
+    Softmax,
+    Mlp,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum ClassWeight {
+    None,
+    Balanced,
+}
+
+
+pub fn eval_pii(data: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+    let report = crate::signals::pii_eval::evaluate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+    println!("{report}");
+    Ok(())
+}
+
+
+fn load_config(args: &DataArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(t) = args.threads {
+        config.model.threads = t.max(1);
+    }
+    Ok(config)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Reads the examples and embeds their texts (through the cache when asked).
+fn load_and_embed(args: &DataArgs, config: &Config, text_fields: &[String], label_field: &str, keep: impl FnOnce(&[Example]) -> Vec<usize>) -> anyhow::Result<(Vec<Example>, Vec<Vec<f32>>, usize)> {
+    let loaded = dataset::read_jsonl(&args.data, text_fields, label_field)?;
+    eprintln!(
+        "{}: {} examples, {} rows skipped (lacking {} or {label_field})",
+        args.data.display(),
+        loaded.examples.len(),
+        loaded.skipped,
+        text_fields.join("/")
+    );
+    let chosen = keep(&loaded.examples);
+    let examples: Vec<Example> = chosen.into_iter().map(|i| loaded.examples[i].clone()).collect();
+    let started = std::time::Instant::now();
+    let mut encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
+    eprintln!("encoder {} ready in {} ms ({} threads)", config.model.onnx.display(), started.elapsed().as_millis(), config.model.threads);
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let salt = format!("max_tokens={}", config.model.max_tokens);
+    let cache = args.cache_embeddings.as_deref().map(|dir| (dir, config.model.onnx.as_path(), salt.as_str()));
+    let x = dataset::embed_all(&mut encoder, &texts, config.model.max_batch.min(32), cache)?;
+    Ok((examples, x, encoder.dim()))
+}
+
+pub fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let config = load_config(&args.data)?;
+    anyhow::ensure!(!args.data.text_fields.is_empty(), "give --text-field");
+    let label_field = args.data.label_field.clone().context("give --label-field")?;
+    anyhow::ensure!((0.0..0.9).contains(&args.holdout), "--holdout: must be in [0, 0.9)");
+    let fields = args.data.text_fields.clone();
+    let (max_per_class, seed) = (args.max_per_class, args.seed);
+    let (examples, x, _) = load_and_embed(&args.data, &config, &fields, &label_field, |all| {
+        let labels = label_indices(all).1;
+        match max_per_class {
+            Some(max) => train_head::cap_per_class(&labels, labels.iter().max().map_or(0, |m| m + 1), max, seed ^ 0x5eed),
+            None => (0..all.len()).collect(),
+        }
+    })?;
+    let (labels, y) = label_indices(&examples);
+    anyhow::ensure!(labels.len() >= 2, "{}: need at least 2 distinct labels in {label_field}, found {:?}", args.data.data.display(), labels);
+    let embedded = started.elapsed();
+    let data = train_head::Data { x: &x, y: &y, classes: labels.len() };
+    let (kept, held) = train_head::stratified_split(&y, labels.len(), args.holdout, seed);
+    eprintln!("{} labels; {} examples to train on, {} held out", labels.len(), kept.len(), held.len());
+    if let Some(path) = &args.holdout_out {
+        let text: String = held.iter().map(|&i| examples[i].raw.clone() + "\n").collect();
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("held-out rows written to {}", path.display());
+    }
+
+    // Choose the kind (and the number of epochs) on a validation split of the training rows,
+    // so the held-out rows stay unseen until the final report.
+    let kept_y: Vec<usize> = kept.iter().map(|&i| y[i]).collect();
+    let (fit, val) = train_head::stratified_split(&kept_y, labels.len(), 0.15, seed.wrapping_add(1));
+    let (fit, val): (Vec<usize>, Vec<usize>) = (fit.iter().map(|&i| kept[i]).collect(), val.iter().map(|&i| kept[i]).collect());
+    let kinds: &[Kind] = match args.kind {
+        KindArg::Auto => &[Kind::Softmax, Kind::Mlp],
+        KindArg::Softmax => &[Kind::Softmax],
+        KindArg::Mlp => &[Kind::Mlp],
+    };
+    let mut best: Option<(f64, f64, TrainConfig, usize)> = None;
+    for &kind in kinds {
+        let d = TrainConfig::defaults(kind);
+        let cfg = TrainConfig {
+            hidden: args.hidden.unwrap_or(d.hidden),
+            epochs: args.epochs.unwrap_or(d.epochs).max(1),
+            batch: args.batch_size.unwrap_or(d.batch).max(1),
+            lr: args.lr.unwrap_or(d.lr),
+            l2: args.l2.unwrap_or(d.l2),
+            dropout: args.dropout.unwrap_or(d.dropout).clamp(0.0, 0.95),
+            class_weight: args.class_weight == ClassWeight::Balanced,
+            seed,
+            ..d
+        };
+        let t0 = std::time::Instant::now();
+        let t = train_head::train(&cfg, &data, &fit, &val, None);
+        let (acc, f1) = t.history.get(t.best_epoch.saturating_sub(1)).copied().unwrap_or_default();
+        eprintln!(
+            "{kind}: validation accuracy={acc:.4} macro_f1={f1:.4} (best epoch {}/{}, {:.1} s, {} train / {} validation)",
+            t.best_epoch,
+            cfg.epochs,
+            t0.elapsed().as_secs_f64(),
+            fit.len(),
+            val.len()
+        );
+        if best.as_ref().is_none_or(|b| (acc, f1) > (b.0, b.1)) {
+            best = Some((acc, f1, cfg, t.best_epoch));
+        }
+    }
+    let (_, _, cfg, epochs) = best.context("no kind to train")?;
+    let t0 = std::time::Instant::now();
+    let trained = train_head::train(&cfg, &data, &kept, &[], Some(epochs));
+    eprintln!("kept {}: retrained on all {} training examples for {epochs} epochs in {:.1} s", cfg.kind, kept.len(), t0.elapsed().as_secs_f64());
+
+    let mut training = cfg.describe();
+    training.insert("epochs_kept".into(), epochs.into());
+    let mut meta = Meta {
+        trained_on: Some(file_name(&args.data.data)),
+        text_fields: fields,
+        label_field: Some(label_field),
+        examples: kept.len(),
+        holdout_examples: held.len(),
+        encoder: Some(file_name(&config.model.onnx)),
+        seed,
+        training,
+        ..Meta::default()
+    };
+    if !held.is_empty() {
+        let truth: Vec<usize> = held.iter().map(|&i| y[i]).collect();
+        let predicted: Vec<usize> = held.iter().map(|&i| argmax(&trained.params.predict(&x[i])).0).collect();
+        let report = Report::new(labels.clone(), &truth, &predicted);
+        println!("held-out report ({} examples never trained on; head {}):\n", held.len(), cfg.kind);
+        print!("{}", report.render());
+        meta.holdout_accuracy = Some(round4(report.accuracy()));
+        meta.holdout_macro_f1 = Some(round4(report.macro_f1()));
+    }
+    let head = Head::new(labels, trained.params, meta);
+    head.save(&args.out)?;
+    eprintln!(
+        "wrote {} ({} head, {} labels) in {:.1} s ({:.1} s embedding)",
+        args.out.display(),
+        head.kind(),
+        head.labels().len(),
+        started.elapsed().as_secs_f64(),
+        embedded.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// Sorted distinct labels, and each example's index into them.
+fn label_indices(examples: &[Example]) -> (Vec<String>, Vec<usize>) {
+    let mut labels: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let y = examples.iter().map(|e| labels.binary_search(&e.label).expect("label listed")).collect();
+    (labels, y)
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.data)?;
+    let path = args.head.clone().or_else(|| config.routing.head.clone()).with_context(|| {
+        format!("no head to evaluate: pass --head FILE or set routing.head in {}", args.data.config.display())
+    })?;
+    let head = Head::load(&path)?;
+    let fields = if args.data.text_fields.is_empty() { head.meta.text_fields.clone() } else { args.data.text_fields.clone() };
+    anyhow::ensure!(!fields.is_empty(), "give --text-field (the head does not record its own)");
+    let label_field = args.data.label_field.clone().or_else(|| head.meta.label_field.clone()).context("give --label-field (the head does not record its own)")?;
+    let encoder_name = file_name(&config.model.onnx);
+    if let Some(trained) = head.meta.encoder.as_deref().filter(|e| *e != encoder_name) {
+        eprintln!("warning: {} was trained on embeddings of {trained}; the configuration uses {encoder_name}", path.display());
+    }
+    let (examples, x, dim) = load_and_embed(&args.data, &config, &fields, &label_field, |all| (0..all.len()).collect())?;
+    anyhow::ensure!(head.dim() == dim, "{}: the head takes {}-value embeddings but the encoder makes {dim}", path.display(), head.dim());
+    // Labels the head does not know are listed after its own: always counted as errors.
+    let mut labels = head.labels().to_vec();
+    let mut unknown: Vec<String> = examples.iter().map(|e| e.label.clone()).filter(|l| !labels.contains(l)).collect();
+    unknown.sort();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        eprintln!("warning: labels the head does not know (always wrong): {unknown:?}");
+    }
+    labels.extend(unknown);
+    let truth: Vec<usize> = examples.iter().map(|e| labels.iter().position(|l| *l == e.label).expect("label listed")).collect();
+    let t0 = std::time::Instant::now();
+    let predicted: Vec<usize> = x.iter().map(|v| head.classify(v).0).collect();
+    let per_example = t0.elapsed().as_secs_f64() / x.len().max(1) as f64;
+    eprintln!("head {} ({}): {:.1} µs per prediction", path.display(), head.kind(), per_example * 1e6);
+    let report = Report::new(labels, &truth, &predicted);
+    print!("{}", report.render());
+    Ok(())
+}
