@@ -87,6 +87,15 @@ pub struct EvalArgs {
     /// The head to measure [default: routing.head of the configuration].
     #[arg(long)]
     head: Option<PathBuf>,
+    /// Decide by one label's probability instead of the most probable label: predict it when its
+    /// probability reaches --threshold (for binary heads: jailbreak, "the small model is right").
+    #[arg(long, requires = "threshold")]
+    positive: Option<String>,
+    #[arg(long, requires = "positive")]
+    threshold: Option<f32>,
+    /// Write each example's label, prediction and probabilities here (JSONL, input order).
+    #[arg(long)]
+    predictions_out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -251,6 +260,14 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The positive label when its probability reaches the threshold, else the most probable other.
+fn decide_binary(p: &[f32], positive: usize, threshold: f32) -> usize {
+    if p.get(positive).is_some_and(|&v| v >= threshold) {
+        return positive;
+    }
+    p.iter().enumerate().filter(|&(i, _)| i != positive).max_by(|a, b| a.1.total_cmp(b.1)).map_or(positive, |(i, _)| i)
+}
+
 fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
@@ -289,10 +306,32 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     }
     labels.extend(unknown);
     let truth: Vec<usize> = examples.iter().map(|e| labels.iter().position(|l| *l == e.label).expect("label listed")).collect();
+    let positive = match &args.positive {
+        Some(p) => Some(head.labels().iter().position(|l| l == p).with_context(|| format!("--positive {p}: the head's labels are {:?}", head.labels()))?),
+        None => None,
+    };
     let t0 = std::time::Instant::now();
-    let predicted: Vec<usize> = x.iter().map(|v| head.classify(v).0).collect();
+    let probabilities: Vec<Vec<f32>> = x.iter().map(|v| head.predict(v)).collect();
     let per_example = t0.elapsed().as_secs_f64() / x.len().max(1) as f64;
     eprintln!("head {} ({}): {:.1} µs per prediction", path.display(), head.kind(), per_example * 1e6);
+    let predicted: Vec<usize> = probabilities
+        .iter()
+        .map(|p| match (positive, args.threshold) {
+            (Some(i), Some(t)) => decide_binary(p, i, t),
+            _ => argmax(p).0,
+        })
+        .collect();
+    if let Some(out) = &args.predictions_out {
+        let mut text = String::new();
+        for ((e, p), &k) in examples.iter().zip(&probabilities).zip(&predicted) {
+            let scores: serde_json::Map<String, serde_json::Value> = head.labels().iter().zip(p).map(|(l, &v)| (l.clone(), f64::from(v).into())).collect();
+            let row = serde_json::json!({"row": e.row, "label": e.label, "predicted": labels[k], "probabilities": scores});
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("predictions written to {}", out.display());
+    }
     let report = Report::new(labels, &truth, &predicted);
     print!("{}", report.render());
     Ok(())
