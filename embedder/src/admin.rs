@@ -1,4 +1,4 @@
-//! Admin HTTP: Prometheus metrics and health. Bound to loopback by default.
+//! Admin HTTP: Prometheus metrics, health and `POST /v1/classify`. Bound to loopback by default.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,9 +7,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::metrics::Metrics;
+use crate::router::Router as VaneRouter;
+use crate::routing::api;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -18,12 +20,14 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn routes(state: AdminState) -> Router {
+pub fn routes(state: AdminState, router: Arc<VaneRouter>) -> Router {
+    let classify = Router::new().route("/v1/classify", post(api::classify)).with_state(router);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state)
+        .merge(classify)
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {

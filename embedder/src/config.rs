@@ -4,6 +4,7 @@
 //! that every problem is reported at once, each with the path of the field at fault.
 //! Relative file paths are resolved against the directory of the config file.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -77,23 +78,142 @@ pub struct RoutingConfig {
     pub aliases: Vec<String>,
     /// Where a prompt goes when no category is confident enough.
     pub default_model: String,
-    /// Below this similarity to a category's examples, the default model is used.
+    /// Below this head probability, the prompt is not given the head's category.
     #[serde(default = "defaults::confidence_floor")]
     pub confidence_floor: f32,
+    /// Below this similarity to a category's examples, the prompt is not in that category.
+    #[serde(default = "defaults::example_similarity")]
+    pub example_similarity: f32,
+    #[serde(default)]
     pub categories: Vec<Category>,
     /// A trained classifier head over the embedding (`vane-embedder train`), e.g.
-    /// `heads/mmlu_pro_categories.json`; relative to this file. Used by `vane-embedder eval`.
+    /// `heads/mmlu_pro_categories.json`; relative to this file. Its labels are categories.
     #[serde(default)]
     pub head: Option<PathBuf>,
+    /// What Vane knows about each model: relative cost and reasoning family.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelInfo>,
+    /// How a family switches reasoning on; qwen3, deepseek and gpt-oss are built in.
+    #[serde(default)]
+    pub reasoning_families: BTreeMap<String, ReasoningFamily>,
+    /// Effort for `reasoning_effort` families when a category asks for reasoning.
+    #[serde(default = "defaults::reasoning_effort")]
+    pub default_reasoning_effort: String,
+    #[serde(default)]
+    pub multi_turn: MultiTurnConfig,
+    /// Send a prompt to the smaller model when a head predicts it will answer correctly.
+    #[serde(default)]
+    pub cost_aware: Option<CostAwareConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Category {
+    /// A label of the head, or (with `examples`) a category of its own.
     pub name: String,
-    pub model: String,
+    /// Shorthand for `model_scores: [{model: X, score: 1}]`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Candidate models; the best score wins.
+    #[serde(default)]
+    pub model_scores: Vec<ModelScore>,
+    #[serde(default)]
+    pub use_reasoning: bool,
+    /// For `reasoning_effort` families [default: routing.default_reasoning_effort].
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
     /// Example prompts; a prompt belongs to the category whose examples it is most similar to.
+    #[serde(default)]
     pub examples: Vec<String>,
+}
+
+impl Category {
+    /// The model with the best score (the first on ties), and whether it should reason.
+    pub fn best(&self) -> Option<(&str, bool)> {
+        if let Some(m) = &self.model {
+            return Some((m, self.use_reasoning));
+        }
+        let mut best: Option<&ModelScore> = None;
+        for s in &self.model_scores {
+            if best.is_none_or(|b| s.score > b.score) {
+                best = Some(s);
+            }
+        }
+        best.map(|s| (s.model.as_str(), s.use_reasoning.unwrap_or(self.use_reasoning)))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelScore {
+    pub model: String,
+    pub score: f32,
+    /// Overrides the category's `use_reasoning` for this model.
+    #[serde(default)]
+    pub use_reasoning: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    /// Relative price; conversations only move to costlier models.
+    #[serde(default = "defaults::cost")]
+    pub cost: f64,
+    #[serde(default)]
+    pub reasoning_family: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningFamily {
+    pub r#type: ReasoningType,
+    /// The field to set: `chat_template_kwargs.<parameter>` or the top-level `<parameter>`.
+    pub parameter: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningType {
+    /// `chat_template_kwargs: {<parameter>: true|false}` (vLLM / SGLang chat templates).
+    ChatTemplateKwargs,
+    /// `<parameter>: <effort>` (OpenAI-style `reasoning_effort`); "low" when reasoning is off.
+    ReasoningEffort,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultiTurnConfig {
+    /// Weight of the earlier user turns against the new one when classifying (0: last turn only).
+    pub history_weight: f32,
+    /// Keep a conversation on the model it started with...
+    pub sticky: bool,
+    /// ...unless the new turn needs a costlier model with at least this much more confidence
+    /// than the routing floor.
+    pub upgrade_margin: f32,
+    /// Conversations remembered (least recently seen forgotten first), and for how long.
+    pub max_conversations: usize,
+    pub ttl_seconds: u64,
+}
+
+impl Default for MultiTurnConfig {
+    fn default() -> Self {
+        MultiTurnConfig { history_weight: 0.5, sticky: true, upgrade_margin: 0.2, max_conversations: 100_000, ttl_seconds: 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostAwareConfig {
+    /// A binary head predicting whether `small_model` answers the prompt correctly.
+    pub head: PathBuf,
+    /// The head's label meaning "the small model succeeds".
+    #[serde(default = "defaults::success_label")]
+    pub success_label: String,
+    /// Use the small model when its predicted success is at least this.
+    pub bar: f32,
+    pub small_model: String,
+    /// Only prompts routed to this model are considered for the small one.
+    pub large_model: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +240,10 @@ mod defaults {
     pub fn queue() -> usize { 1024 }
     pub fn aliases() -> Vec<String> { vec!["auto".into()] }
     pub fn confidence_floor() -> f32 { 0.3 }
+    pub fn example_similarity() -> f32 { 0.5 }
+    pub fn reasoning_effort() -> String { "medium".into() }
+    pub fn cost() -> f64 { 1.0 }
+    pub fn success_label() -> String { "1".into() }
 }
 
 impl Config {
@@ -143,6 +267,9 @@ impl Config {
         for p in [&mut config.model.onnxruntime, &mut config.routing.head].into_iter().flatten() {
             *p = base.join(&*p);
         }
+        if let Some(c) = &mut config.routing.cost_aware {
+            c.head = base.join(&c.head);
+        }
         Ok(config)
     }
 
@@ -158,12 +285,35 @@ impl Config {
         check(!r.default_model.is_empty(), "routing.default_model: must not be empty".into());
         check((0.0..=1.0).contains(&r.confidence_floor), "routing.confidence_floor: must be between 0 and 1".into());
         check(r.aliases.iter().all(|a| !a.is_empty()), "routing.aliases: names must not be empty".into());
+        check((0.0..=1.0).contains(&r.example_similarity), "routing.example_similarity: must be between 0 and 1".into());
         for (i, c) in r.categories.iter().enumerate() {
-            check(!c.name.is_empty(), format!("routing.categories[{i}].name: must not be empty"));
-            check(!c.model.is_empty(), format!("routing.categories[{i}].model: must not be empty"));
-            check(!c.examples.is_empty(), format!("routing.categories[{i}].examples: give at least one example prompt"));
+            let at = format!("routing.categories[{i}]");
+            check(!c.name.is_empty(), format!("{at}.name: must not be empty"));
+            check(c.model.is_some() == c.model_scores.is_empty(), format!("{at}: give either model or model_scores"));
+            check(c.model.as_ref().is_none_or(|m| !m.is_empty()), format!("{at}.model: must not be empty"));
+            for (j, s) in c.model_scores.iter().enumerate() {
+                check(!s.model.is_empty(), format!("{at}.model_scores[{j}].model: must not be empty"));
+                check(s.score.is_finite(), format!("{at}.model_scores[{j}].score: must be a number"));
+            }
+            check(!c.examples.iter().any(String::is_empty), format!("{at}.examples: must not contain empty prompts"));
+            check(!c.examples.is_empty() || r.head.is_some(), format!("{at}.examples: give example prompts, or set routing.head so that '{}' is one of its labels", c.name));
             let dup = r.categories[..i].iter().any(|o| o.name == c.name);
-            check(!dup, format!("routing.categories[{i}].name: '{}' is defined twice", c.name));
+            check(!dup, format!("{at}.name: '{}' is defined twice", c.name));
+        }
+        for (name, m) in &r.models {
+            check(m.cost.is_finite() && m.cost >= 0.0, format!("routing.models.{name}.cost: must be a number >= 0"));
+            if let Some(f) = &m.reasoning_family {
+                let known = r.reasoning_families.contains_key(f) || crate::routing::reasoning::builtin(f).is_some();
+                check(known, format!("routing.models.{name}.reasoning_family: unknown family '{f}' (built in: qwen3, deepseek, gpt-oss; or define it under routing.reasoning_families)"));
+            }
+        }
+        let mt = &r.multi_turn;
+        check((0.0..=4.0).contains(&mt.history_weight), "routing.multi_turn.history_weight: must be between 0 and 4".into());
+        check((0.0..=1.0).contains(&mt.upgrade_margin), "routing.multi_turn.upgrade_margin: must be between 0 and 1".into());
+        check(mt.max_conversations >= 1, "routing.multi_turn.max_conversations: must be at least 1".into());
+        if let Some(c) = &r.cost_aware {
+            check((0.0..=1.0).contains(&c.bar), "routing.cost_aware.bar: must be between 0 and 1".into());
+            check(!c.small_model.is_empty() && !c.large_model.is_empty(), "routing.cost_aware: small_model and large_model must not be empty".into());
         }
         let c = &self.cache;
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());

@@ -89,11 +89,11 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let router = Arc::new(Router::build(&config, queue, metrics.clone()).await.context("embedding category examples")?);
+        let router = Arc::new(Router::build(&config, queue, metrics.clone()).await.context("building the router")?);
         let ready = Arc::new(AtomicBool::new(false));
         let admin_listener = tokio::net::TcpListener::bind(config.server.admin).await.with_context(|| format!("binding admin {}", config.server.admin))?;
         let grpc_listener = tokio::net::TcpListener::bind(config.server.grpc).await.with_context(|| format!("binding gRPC {}", config.server.grpc))?;
-        let admin = axum::serve(admin_listener, admin::routes(AdminState { metrics, ready: ready.clone() })).with_graceful_shutdown(shutdown());
+        let admin = axum::serve(admin_listener, admin::routes(AdminState { metrics, ready: ready.clone() }, router.clone())).with_graceful_shutdown(shutdown());
         let grpc = tonic::transport::Server::builder()
             .add_service(RouterService::new(router))
             // Without TCP_NODELAY each small reply waits for a delayed ACK: ~40 ms per request.

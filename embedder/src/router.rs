@@ -1,8 +1,6 @@
-//! The decision engine: from one Route request to cached, block or forward.
-//!
-//! One embedding of the prompt feeds both the category classifier and the semantic cache.
+//! One Route call: exact cache tier, then one encoder pass that feeds the semantic tier and the
+//! routing decision ([`crate::routing`]); Store caches the answer under the ticket Route issued.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -12,10 +10,11 @@ use crate::batching::{EmbedError, EmbedQueue};
 use crate::cache::memory::MemoryCache;
 use crate::cache::guard;
 use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
-use crate::classify::{Classification, Classifier};
 use crate::completion;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::routing::conversation::{self, State};
+use crate::routing::{Decision, Routing, earlier_user_turns};
 use crate::tickets::{Pending, Tickets};
 
 /// How long an answer may take to arrive in Store after its Route.
@@ -23,11 +22,7 @@ const TICKET_TTL: Duration = Duration::from_secs(600);
 const MAX_TICKETS: usize = 100_000;
 
 pub struct Router {
-    aliases: HashSet<String>,
-    default_model: String,
-    confidence_floor: f32,
-    models: HashMap<String, String>,
-    classifier: Classifier,
+    routing: Routing,
     embedder: EmbedQueue,
     cache: Option<MemoryCache>,
     tickets: Tickets,
@@ -35,43 +30,34 @@ pub struct Router {
 }
 
 impl Router {
-    /// Embeds every category's examples once, up front.
-    pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> Result<Router, EmbedError> {
-        let r = &config.routing;
-        let mut categories = Vec::new();
-        for c in &r.categories {
-            let mut vectors = Vec::new();
-            for example in &c.examples {
-                vectors.push(embedder.embed(example.clone()).await?);
-            }
-            categories.push((c.name.clone(), vectors));
-        }
+    pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> anyhow::Result<Router> {
+        let routing = Routing::build(&config.routing, &embedder).await?;
         let cache = config.cache.enabled.then(|| {
             MemoryCache::new(config.cache.threshold, Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
         });
-        Ok(Router {
-            aliases: r.aliases.iter().cloned().collect(),
-            default_model: r.default_model.clone(),
-            confidence_floor: r.confidence_floor,
-            models: r.categories.iter().map(|c| (c.name.clone(), c.model.clone())).collect(),
-            classifier: Classifier::new(categories),
-            embedder,
-            cache,
-            tickets: Tickets::new(TICKET_TTL, MAX_TICKETS),
-            metrics,
-        })
+        Ok(Router { routing, embedder, cache, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+    }
+
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    pub fn embedder(&self) -> &EmbedQueue {
+        &self.embedder
     }
 
     pub async fn route(&self, req: RouteRequest) -> Result<RouteDecision, EmbedError> {
         let started = Instant::now();
-        let routed = self.aliases.contains(&req.model);
+        let routed = self.routing.is_alias(&req.model);
         let control = CacheControl::try_from(req.cache_control).unwrap_or_default();
         let use_cache = self.cache.is_some() && !req.prompt.is_empty() && control != CacheControl::NoStore;
         if req.prompt.is_empty() || (!routed && !use_cache) {
-            let model = if routed { self.default_model.clone() } else { req.model.clone() };
-            return Ok(self.decided(forward(model, None, String::new()), started));
+            let model = if routed { self.routing.default_model().to_string() } else { req.model.clone() };
+            return Ok(self.decided(Action::Forward(Forward { model, ..Forward::default() }), started));
         }
+        let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
+        let conversation_key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
         let fingerprint = Fingerprint::of(&req.context);
         let prompt = PromptKey::of(&req.prompt);
         let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
@@ -100,21 +86,32 @@ impl Router {
             }
         }
 
-        let (model, class) = if routed { self.choose(&embedding) } else { (req.model, None) };
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
-        Ok(self.decided(forward(model, class, ticket), started))
-    }
-
-    /// Category → model, or the default model when the best category is not similar enough.
-    fn choose(&self, embedding: &[f32]) -> (String, Option<Classification>) {
-        match self.classifier.classify(embedding) {
-            Some(c) if c.score >= self.confidence_floor => {
-                let model = self.models.get(&c.category).cloned().unwrap_or_else(|| self.default_model.clone());
-                (model, Some(c))
-            }
-            Some(c) => (self.default_model.clone(), Some(Classification { category: "default".into(), score: c.score })),
-            None => (self.default_model.clone(), None),
+        if !routed {
+            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
+            return Ok(self.decided(Action::Forward(Forward { model: req.model, ticket, ..Forward::default() }), started));
         }
+
+        // Multi-turn: classify the conversation, and remember where it went.
+        let now = Instant::now();
+        let previous = if turns.is_empty() { None } else { self.routing.conversations.get(&conversation_key(None), now) };
+        let topic = match &previous {
+            Some(state) => Some(state.topic.clone()),
+            None if !turns.is_empty() && self.routing.multi_turn.history_weight > 0.0 => {
+                // Not seen before (or forgotten): embed the recent earlier turns, newest first.
+                let recent: Vec<&str> = turns.iter().rev().take(3).map(String::as_str).collect();
+                Some(self.embedder.embed(recent.join("\n")).await?)
+            }
+            None => None,
+        };
+        let weight = self.routing.multi_turn.history_weight;
+        let classified = topic.as_ref().map_or_else(|| embedding.clone(), |t| conversation::blend(&embedding, t, weight));
+        let decision = self.routing.decide(&classified, previous.as_ref());
+        let topic = topic.as_ref().map_or_else(|| embedding.clone(), |t| conversation::blend(&embedding, t, 1.0));
+        self.routing.conversations.put(conversation_key(Some(&req.prompt)), State { model: decision.model.clone(), topic }, now);
+        debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
+
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
+        Ok(self.decided(forward(decision, ticket), started))
     }
 
     fn cached(&self, hit: Hit, started: Instant) -> RouteDecision {
@@ -155,7 +152,7 @@ impl Router {
     }
 }
 
-fn forward(model: String, class: Option<Classification>, ticket: String) -> Action {
-    let (category, confidence) = class.map_or((String::new(), 0.0), |c| (c.category, c.score));
-    Action::Forward(Forward { model, category, confidence, ticket })
+fn forward(d: Decision, ticket: String) -> Action {
+    let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
+    Action::Forward(Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch })
 }

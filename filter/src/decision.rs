@@ -67,12 +67,20 @@ pub fn apply(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcom
         }
         Some(Action::Forward(fwd)) => {
             let mut out = Forward::default();
-            if !fwd.model.is_empty() {
-                if fwd.model != req.model {
-                    out.body = Some(req.body_with_model(&fwd.model));
-                }
-                out.request_headers.push(("x-vane-model", fwd.model.clone()));
-                out.response_headers.push(("x-vane-model", fwd.model));
+            // A patch that is not a JSON object is ignored rather than trusted half-way.
+            let patch = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&fwd.body_patch).ok().filter(|p| !p.is_empty());
+            let model = Some(fwd.model.as_str()).filter(|m| !m.is_empty());
+            if patch.is_some() || model.is_some_and(|m| m != req.model) {
+                out.body = Some(req.rewritten_body(model, patch.as_ref()));
+            }
+            if let Some(model) = model {
+                out.request_headers.push(("x-vane-model", model.into()));
+                out.response_headers.push(("x-vane-model", model.into()));
+            }
+            if let Some(on) = fwd.reasoning {
+                let value = if on { "on" } else { "off" };
+                out.request_headers.push(("x-vane-reasoning", value.into()));
+                out.response_headers.push(("x-vane-reasoning", value.into()));
             }
             if !fwd.category.is_empty() {
                 let confidence = format!("{:.3}", fwd.confidence);
@@ -166,7 +174,7 @@ mod tests {
 
     #[test]
     fn forward_rewrites_model_and_sets_routing_headers() {
-        let d = decision(Action::Forward(Fwd { model: "math-model".into(), category: "math".into(), confidence: 0.91234, ticket: "t1".into() }));
+        let d = decision(Action::Forward(Fwd { model: "math-model".into(), category: "math".into(), confidence: 0.91234, ticket: "t1".into(), ..Default::default() }));
         let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
         let body: serde_json::Value = serde_json::from_slice(f.body.as_ref().unwrap()).unwrap();
         assert_eq!(body["model"], "math-model");
@@ -174,6 +182,21 @@ mod tests {
         assert!(f.request_headers.contains(&("x-vane-confidence", "0.912".into())));
         assert!(f.response_headers.contains(&("x-vane-cache", "miss".into())));
         assert_eq!(f.ticket.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn forward_applies_reasoning_patch_and_header() {
+        let patch = r#"{"chat_template_kwargs":{"enable_thinking":true}}"#;
+        let d = decision(Action::Forward(Fwd { model: "auto".into(), reasoning: Some(true), body_patch: patch.into(), ..Default::default() }));
+        let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
+        let body: serde_json::Value = serde_json::from_slice(f.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["chat_template_kwargs"]["enable_thinking"], true);
+        assert!(f.response_headers.contains(&("x-vane-reasoning", "on".into())));
+        // A patch that is not a JSON object is ignored; no reasoning decision, no header.
+        let d = decision(Action::Forward(Fwd { model: "auto".into(), body_patch: "[1]".into(), ..Default::default() }));
+        let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
+        assert!(f.body.is_none());
+        assert!(!f.response_headers.iter().any(|(k, _)| *k == "x-vane-reasoning"));
     }
 
     #[test]

@@ -97,12 +97,41 @@ impl ChatRequest {
         Ok(ChatRequest { model, stream, include_usage, prompt, context, body })
     }
 
-    /// The body with `model` replaced: what goes upstream after a routing decision.
-    pub fn body_with_model(&self, model: &str) -> Vec<u8> {
+    /// The body with `model` replaced (when given) and a JSON merge patch (RFC 7396) applied:
+    /// what goes upstream after a routing decision.
+    pub fn rewritten_body(&self, model: Option<&str>, patch: Option<&Map<String, Value>>) -> Vec<u8> {
         let mut body = self.body.clone();
-        body.insert("model".into(), Value::String(model.into()));
+        if let Some(patch) = patch {
+            merge_patch(&mut body, patch);
+        }
+        if let Some(model) = model {
+            body.insert("model".into(), Value::String(model.into()));
+        }
         // Serialising a Map of Values cannot fail (string keys only).
         serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// RFC 7396: objects merge key by key, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(inner) => {
+                let slot = target.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(obj) = slot {
+                    merge_patch(obj, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
     }
 }
 
@@ -174,7 +203,7 @@ mod tests {
     #[test]
     fn rewrites_model_and_keeps_unknown_fields() {
         let r = parse(r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"vendor_ext":{"a":1}}"#).unwrap();
-        let out: Value = serde_json::from_slice(&r.body_with_model("math-model")).unwrap();
+        let out: Value = serde_json::from_slice(&r.rewritten_body(Some("math-model"), None)).unwrap();
         assert_eq!(out["model"], "math-model");
         assert_eq!(out["vendor_ext"]["a"], 1);
         assert_eq!(out["messages"][0]["content"], "x");
@@ -212,5 +241,23 @@ mod tests {
     fn invalid_utf8_is_a_bad_request_not_a_panic() {
         let err = ChatRequest::parse(b"{\"model\":\"m\xff\",\"messages\":[]}").unwrap_err();
         assert!(err.message.contains("JSON"));
+    }
+
+    #[test]
+    fn merge_patch_adds_merges_and_removes() {
+        let r = ChatRequest::parse(br#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"foo":1},"reasoning_effort":"low","top_p":1}"#).unwrap();
+        let patch: Map<String, Value> = serde_json::from_str(r#"{"chat_template_kwargs":{"enable_thinking":true},"reasoning_effort":"high","top_p":null}"#).unwrap();
+        let out: Value = serde_json::from_slice(&r.rewritten_body(Some("qwen3"), Some(&patch))).unwrap();
+        assert_eq!(out["model"], "qwen3");
+        assert_eq!(out["chat_template_kwargs"], serde_json::json!({"foo": 1, "enable_thinking": true}));
+        assert_eq!(out["reasoning_effort"], "high");
+        assert!(out.get("top_p").is_none());
+        assert_eq!(out["messages"][0]["content"], "hi");
+        // A non-object in the way is replaced, and a patch cannot rename the model.
+        let r = ChatRequest::parse(br#"{"model":"auto","messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":"x"}"#).unwrap();
+        let patch: Map<String, Value> = serde_json::from_str(r#"{"chat_template_kwargs":{"thinking":false},"model":"evil"}"#).unwrap();
+        let out: Value = serde_json::from_slice(&r.rewritten_body(Some("deepseek"), Some(&patch))).unwrap();
+        assert_eq!(out["chat_template_kwargs"], serde_json::json!({"thinking": false}));
+        assert_eq!(out["model"], "deepseek");
     }
 }

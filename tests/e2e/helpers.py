@@ -118,6 +118,15 @@ def chat_body(prompt: str, *, model: str = "auto", system: str | None = None,
     return body
 
 
+# What config/vane.yaml's routing writes into a body sent to each model (reasoning settings).
+MATH_THINKING = {"chat_template_kwargs": {"enable_thinking": True}}
+
+
+def routed_to_math(sent: dict) -> dict:
+    """The body the math model receives for a routed maths prompt: new model, thinking on."""
+    return {**sent, "model": "math-model", **MATH_THINKING}
+
+
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.load(r)

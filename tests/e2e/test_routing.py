@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from helpers import CHAT, chat_body
+from helpers import CHAT, chat_body, routed_to_math
 
 MATH = "Solve 2x + 5 = 17 for x."
 HISTORY = "When did the First World War begin?"
@@ -39,37 +39,51 @@ def test_math_question_goes_to_math_model_with_model_rewritten(vane):
     confidence = assert_routing_headers(r, "math-model", "math")
     assert confidence >= 0.30  # at or over the confidence floor, else it would be "default"
     assert r.header("x-mock-upstream") == "math-model"
+    assert r.header("x-vane-reasoning") == "on"
     assert r.json()["model"] == "math-model"
     assert r.content == f"math-model answers: {MATH}"
 
     name, got = vane.only_upstream_request()
     assert name == "math-model"
     assert "body_text" not in got, got  # the upstream parsed the body
-    expected = {**sent, "model": "math-model"}
+    expected = routed_to_math(sent)
     assert got["body"] == expected  # only the model changed; unknown fields kept
     assert int(got["headers"]["content-length"]) == compact_len(expected)
     # The routing decision travels upstream too.
     assert got["headers"]["x-vane-model"] == "math-model"
     assert got["headers"]["x-vane-category"] == "math"
     assert got["headers"]["x-vane-confidence"] == r.header("x-vane-confidence")
+    assert got["headers"]["x-vane-reasoning"] == "on"
 
 
-@pytest.mark.parametrize("prompt,category", [(HISTORY, "history"), (PROGRAMMING, "programming")])
-def test_history_and_programming_go_to_general_model(vane, prompt, category):
+# Example categories (config/vane.yaml): history does not reason; programming reasons hard.
+# general-model is a gpt-oss-family model, so reasoning is its `reasoning_effort`.
+@pytest.mark.parametrize("prompt,category,reasoning,effort", [
+    (HISTORY, "history", "off", "low"), (PROGRAMMING, "programming", "on", "high")])
+def test_example_categories_go_to_general_model_with_their_reasoning(vane, prompt, category, reasoning, effort):
     r = vane.chat(prompt)
     confidence = assert_routing_headers(r, "general-model", category)
-    assert confidence >= 0.30
+    assert confidence >= 0.45  # the example_similarity floor
     assert r.header("x-mock-upstream") == "general-model"
+    assert r.header("x-vane-reasoning") == reasoning
     name, got = vane.only_upstream_request()
     assert name == "general-model"
-    assert got["body"]["model"] == "general-model"
-    assert got["body"]["messages"] == [{"role": "user", "content": prompt}]
+    assert got["body"] == {**chat_body(prompt), "model": "general-model", "reasoning_effort": effort}
 
 
-def test_low_similarity_goes_to_the_default_model(vane):
+def test_client_reasoning_fields_are_merged_not_dropped(vane):
+    sent = chat_body(MATH, chat_template_kwargs={"enable_thinking": False, "custom": 1})
+    r = vane.post(sent)
+    assert_routing_headers(r, "math-model", "math")
+    _, got = vane.only_upstream_request()
+    assert got["body"]["chat_template_kwargs"] == {"enable_thinking": True, "custom": 1}
+
+
+def test_head_label_without_a_category_goes_to_the_default_model(vane):
     r = vane.chat(UNRELATED, model="MoM")  # the second alias
-    confidence = assert_routing_headers(r, "general-model", "default")
-    assert confidence < 0.30  # below the floor: the default model
+    confidence = assert_routing_headers(r, "general-model", "other")  # MMLU-Pro's "other"
+    assert confidence >= 0.50  # the head's confidence_floor
+    assert r.header("x-vane-reasoning") == "off"
     name, got = vane.only_upstream_request()
     assert name == "general-model"
     assert got["body"]["model"] == "general-model"
@@ -104,7 +118,7 @@ def test_rewrite_fixes_content_length_for_shrinking_and_multibyte_bodies(vane):
     assert r.content == "math-model answers: What is the integral of x² from 0 to π?"
     name, got = vane.only_upstream_request()
     assert name == "math-model" and "body_text" not in got, got
-    expected = {**sent, "model": "math-model"}
+    expected = routed_to_math(sent)
     assert got["body"] == expected
     assert int(got["headers"]["content-length"]) == compact_len(expected) < len(raw)
 
@@ -115,7 +129,7 @@ def test_chunked_request_body_is_routed_and_rewritten(vane):
     assert_routing_headers(r, "math-model", "math")
     name, got = vane.only_upstream_request()
     assert name == "math-model" and "body_text" not in got, got
-    assert got["body"] == {**sent, "model": "math-model"}
+    assert got["body"] == routed_to_math(sent)
 
 
 def test_query_string_is_ignored_for_the_path_match(vane):
@@ -131,7 +145,7 @@ def test_content_parts_prompt_is_classified(vane):
     r = vane.post(sent)
     assert_routing_headers(r, "math-model", "math")
     name, got = vane.only_upstream_request()
-    assert got["body"] == {**sent, "model": "math-model"}
+    assert got["body"] == routed_to_math(sent)
 
 
 def test_concurrent_requests_each_get_their_own_route_and_answer(vane):
@@ -179,4 +193,4 @@ def test_expect_100_continue_request_is_routed(vane):
     assert b"\r\nx-vane-model: math-model\r\n" in head, head
     assert json.loads(body)["choices"][0]["message"]["content"] == f"math-model answers: {MATH}"
     name, got = vane.only_upstream_request()
-    assert name == "math-model" and got["body"] == {**sent, "model": "math-model"}
+    assert name == "math-model" and got["body"] == routed_to_math(sent)

@@ -1,0 +1,75 @@
+//! `POST /v1/classify` on the admin port: the router's opinion on texts without sending traffic.
+//!
+//! Body: `{"text": "..."}` or `{"texts": ["...", ...]}` (at most [`MAX_TEXTS`]). Each result is
+//! the decision a routed request with that text as its only user message would get (category,
+//! confidence, the head's top scores, model, reasoning, body patch), plus timings.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::batching::EmbedError;
+use crate::router::Router;
+
+pub const MAX_TEXTS: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    texts: Option<Vec<String>>,
+}
+
+type Reply = (StatusCode, Json<Value>);
+
+fn error(status: StatusCode, message: impl Into<String>, code: &str) -> Reply {
+    let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+    (status, Json(json!({"error": {"message": message.into(), "type": kind, "param": null, "code": code}})))
+}
+
+pub async fn classify(State(router): State<Arc<Router>>, body: Result<Json<ClassifyRequest>, JsonRejection>) -> Reply {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("Invalid request body: {}", e.body_text()), "invalid_request"),
+    };
+    let texts = match (req.text, req.texts) {
+        (Some(t), None) => vec![t],
+        (None, Some(ts)) if !ts.is_empty() && ts.len() <= MAX_TEXTS => ts,
+        (None, Some(ts)) => return error(StatusCode::BAD_REQUEST, format!("'texts' must hold 1 to {MAX_TEXTS} strings, got {}.", ts.len()), "invalid_request"),
+        _ => return error(StatusCode::BAD_REQUEST, "Give exactly one of 'text' or 'texts'.", "invalid_request"),
+    };
+    let started = Instant::now();
+    // Embedded concurrently so that the encoder thread batches them.
+    let handles: Vec<_> = texts.iter().map(|t| { let q = router.embedder().clone(); let t = t.clone(); tokio::spawn(async move { q.embed(t).await }) }).collect();
+    let mut embeddings = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(Ok(e)) => embeddings.push(e),
+            Ok(Err(EmbedError::Overloaded)) => return error(StatusCode::SERVICE_UNAVAILABLE, "The encoder queue is full; try again.", "overloaded"),
+            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "encoder_error"),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "encoder_error"),
+        }
+    }
+    let embed_ms = started.elapsed().as_secs_f64() * 1e3;
+    let results: Vec<Value> = embeddings
+        .iter()
+        .map(|e| {
+            let t0 = Instant::now();
+            let decision = router.routing().decide(e, None);
+            let mut v = serde_json::to_value(&decision).unwrap_or(Value::Null);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("decide_us".into(), json!((t0.elapsed().as_secs_f64() * 1e6 * 10.0).round() / 10.0));
+            }
+            v
+        })
+        .collect();
+    (StatusCode::OK, Json(json!({"results": results, "timings": {"embed_ms": (embed_ms * 1e3).round() / 1e3, "texts": texts.len()}})))
+}

@@ -1,0 +1,43 @@
+"""POST /v1/classify on the sidecar's admin port: the router's opinion without sending traffic."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+
+def classify(stack, body: bytes | dict, content_type: str = "application/json"):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{stack.admin_port}/v1/classify", data=data, method="POST",
+                                 headers={"content-type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_one_text_gets_category_scores_model_and_reasoning(stack):
+    status, got = classify(stack, {"text": "Solve 2x + 5 = 17 for x."})
+    assert status == 200, got
+    [r] = got["results"]
+    assert (r["category"], r["model"], r["source"], r["reasoning"]) == ("math", "math-model", "head", True), r
+    assert r["body_patch"] == {"chat_template_kwargs": {"enable_thinking": True}}
+    assert r["scores"][0][0] == "math" and r["scores"][0][1] == r["confidence"] > 0.5
+    assert len(r["scores"]) == 5 and r["decide_us"] >= 0
+    assert got["timings"]["texts"] == 1 and got["timings"]["embed_ms"] > 0
+
+
+def test_a_batch_keeps_its_order(stack):
+    texts = ["When did the Second World War end?", "Solve 2x + 5 = 17 for x.", "How do I sort a list in Python?"]
+    status, got = classify(stack, {"texts": texts})
+    assert status == 200, got
+    assert [r["category"] for r in got["results"]] == ["history", "math", "programming"]
+    assert [r["source"] for r in got["results"]] == ["examples", "head", "examples"]
+
+
+def test_bad_requests_are_openai_errors(stack):
+    for body in [{"texts": []}, {"text": "a", "texts": ["b"]}, {"txt": "a"}, {"texts": ["x"] * 65}, b"{not json"]:
+        status, got = classify(stack, body)
+        assert status == 400, (body, got)
+        assert got["error"]["type"] == "invalid_request_error" and got["error"]["message"], got
