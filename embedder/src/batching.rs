@@ -1,17 +1,19 @@
-//! Runs the encoder on its own thread and batches concurrent requests into one pass.
+//! The encoder's two threads and the queue in front of them.
 //!
-//! Callers on tokio workers send a job over a bounded queue and await a oneshot; the encoder
-//! thread takes whatever is queued (up to `max_batch`) and embeds it together. A full queue is
-//! answered at once with [`EmbedError::Overloaded`], and jobs whose caller went away are skipped.
+//! Callers on tokio workers send a job over a bounded queue and await a oneshot. A tokeniser
+//! thread turns texts into token ids; the encoder thread collects tokenised jobs into one batch
+//! (flushed at `max_batch` jobs, `max_batch_tokens` padded tokens, or `max_wait` after the first
+//! arrived; with no wait it takes only what is already queued) and runs the model once. A full
+//! queue is answered at once with [`EmbedError::Overloaded`]; jobs whose caller left are skipped.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::model::{Encoder, ModelError};
+use crate::model::{Encoder, ModelError, Tokenizer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -23,9 +25,34 @@ pub enum EmbedError {
     Model(#[from] ModelError),
 }
 
+type Reply = oneshot::Sender<Result<Vec<f32>, EmbedError>>;
+
 struct Job {
     text: String,
-    reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+    reply: Reply,
+}
+
+struct Tokenized {
+    ids: Vec<u32>,
+    reply: Reply,
+}
+
+/// When the encoder thread stops collecting and runs a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    pub max_batch: usize,
+    /// Padded tokens (batch size x longest input) per pass.
+    pub max_batch_tokens: usize,
+    /// How long the first job of a batch may wait for company.
+    pub max_wait: Duration,
+    /// Jobs waiting for the tokeniser; more are refused as overload.
+    pub queue: usize,
+}
+
+impl BatchPolicy {
+    pub fn from_config(m: &crate::config::ModelConfig) -> BatchPolicy {
+        BatchPolicy { max_batch: m.max_batch, max_batch_tokens: m.max_batch_tokens, max_wait: Duration::from_micros(m.max_wait_us), queue: m.queue }
+    }
 }
 
 /// Cheap to clone; all clones feed the same encoder thread.
@@ -36,12 +63,19 @@ pub struct EmbedQueue {
 }
 
 impl EmbedQueue {
-    pub fn start(encoder: Box<dyn Encoder>, max_batch: usize, queue: usize, metrics: Metrics) -> EmbedQueue {
+    pub fn start(encoder: Box<dyn Encoder>, policy: BatchPolicy, metrics: Metrics) -> EmbedQueue {
         let dim = encoder.dim();
-        let (tx, rx) = mpsc::sync_channel(queue);
+        let tokenizer = encoder.tokenizer();
+        let (tx, jobs) = mpsc::sync_channel(policy.queue.max(1));
+        // Small, so that a slow encoder pushes back into the bounded queue above.
+        let (tokenized_tx, tokenized) = mpsc::sync_channel(policy.max_batch.max(1));
+        thread::Builder::new()
+            .name("vane-tokenizer".into())
+            .spawn(move || tokenize(tokenizer, jobs, tokenized_tx))
+            .expect("spawning the tokenizer thread");
         thread::Builder::new()
             .name("vane-encoder".into())
-            .spawn(move || run(encoder, rx, max_batch.max(1), metrics))
+            .spawn(move || run(encoder, tokenized, policy, metrics))
             .expect("spawning the encoder thread");
         EmbedQueue { tx, dim }
     }
@@ -60,34 +94,69 @@ impl EmbedQueue {
     }
 }
 
-fn run(mut encoder: Box<dyn Encoder>, rx: Receiver<Job>, max_batch: usize, metrics: Metrics) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        jobs.retain(|j| !j.reply.is_closed());
-        if jobs.is_empty() {
+fn tokenize(tokenizer: Tokenizer, jobs: Receiver<Job>, out: SyncSender<Tokenized>) {
+    while let Ok(job) = jobs.recv() {
+        if job.reply.is_closed() {
             continue;
         }
-        let started = Instant::now();
-        let texts: Vec<&str> = jobs.iter().map(|j| j.text.as_str()).collect();
-        let result = encoder.embed(&texts);
-        metrics.observe_batch(jobs.len(), started.elapsed());
-        match result {
-            Ok(vectors) => {
-                for (job, v) in jobs.into_iter().zip(vectors) {
-                    let _ = job.reply.send(Ok(v)); // the caller may have gone; nothing to do
+        match tokenizer(&job.text) {
+            Ok(ids) => {
+                if out.send(Tokenized { ids, reply: job.reply }).is_err() {
+                    return;
                 }
             }
             Err(e) => {
-                let message = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(ModelError::Inference(message.clone()).into()));
-                }
+                let _ = job.reply.send(Err(e.into())); // the caller may have gone
+            }
+        }
+    }
+}
+
+fn run(mut encoder: Box<dyn Encoder>, rx: Receiver<Tokenized>, policy: BatchPolicy, metrics: Metrics) {
+    while let Ok(first) = rx.recv() {
+        let deadline = Instant::now() + policy.max_wait;
+        let mut longest = first.ids.len().max(1);
+        let mut jobs = vec![first];
+        while jobs.len() < policy.max_batch {
+            let next = if policy.max_wait.is_zero() {
+                rx.try_recv().ok()
+            } else {
+                rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+            };
+            let Some(job) = next else { break };
+            let padded = (jobs.len() + 1) * longest.max(job.ids.len());
+            if padded > policy.max_batch_tokens {
+                run_batch(encoder.as_mut(), std::mem::take(&mut jobs), &metrics);
+                longest = job.ids.len().max(1);
+                jobs.push(job);
+                continue;
+            }
+            longest = longest.max(job.ids.len());
+            jobs.push(job);
+        }
+        run_batch(encoder.as_mut(), jobs, &metrics);
+    }
+}
+
+fn run_batch(encoder: &mut dyn Encoder, mut jobs: Vec<Tokenized>, metrics: &Metrics) {
+    jobs.retain(|j| !j.reply.is_closed());
+    if jobs.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let batch: Vec<Vec<u32>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.ids)).collect();
+    let result = encoder.encode(&batch);
+    metrics.observe_batch(jobs.len(), started.elapsed());
+    match result {
+        Ok(vectors) => {
+            for (job, v) in jobs.into_iter().zip(vectors) {
+                let _ = job.reply.send(Ok(v)); // the caller may have gone; nothing to do
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(ModelError::Inference(message.clone()).into()));
             }
         }
     }
@@ -98,46 +167,77 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// Records batch sizes; embeds a text as [len, 1] normalised.
+    /// Records batch sizes; a text's ids are its bytes, and it embeds as [len, 1].
     struct Fake(Arc<Mutex<Vec<usize>>>);
 
     impl Encoder for Fake {
         fn dim(&self) -> usize {
             2
         }
-        fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-            self.0.lock().unwrap().push(texts.len());
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            Ok(texts.iter().map(|t| vec![t.len() as f32, 1.0]).collect())
+        fn tokenizer(&self) -> Tokenizer {
+            Arc::new(|t: &str| Ok(t.bytes().map(u32::from).collect()))
+        }
+        fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+            self.0.lock().unwrap().push(batch.len());
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(batch.iter().map(|ids| vec![ids.len() as f32, 1.0]).collect())
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_requests_share_a_batch_and_keep_their_order() {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let q = EmbedQueue::start(Box::new(Fake(batches.clone())), 8, 64, Metrics::default());
-        let handles: Vec<_> = (0..8).map(|i| { let q = q.clone(); tokio::spawn(async move { q.embed("x".repeat(i)).await.unwrap() }) }).collect();
-        for (i, h) in handles.into_iter().enumerate() {
-            assert_eq!(h.await.unwrap(), vec![i as f32, 1.0]);
-        }
-        let b = batches.lock().unwrap();
-        assert!(b.len() < 8, "expected batching, got {b:?}");
+    fn policy(max_batch: usize, queue: usize) -> BatchPolicy {
+        BatchPolicy { max_batch, max_batch_tokens: 1 << 20, max_wait: Duration::ZERO, queue }
     }
 
-    #[tokio::test]
-    async fn a_full_queue_is_overload_not_a_wait() {
-        let q = EmbedQueue::start(Box::new(Fake(Default::default())), 1, 1, Metrics::default());
-        let results = futures_join(&q, 6).await;
-        assert!(results.iter().any(|r| matches!(r, Err(EmbedError::Overloaded))), "{results:?}");
-        assert!(results.iter().any(|r| r.is_ok()));
-    }
-
-    async fn futures_join(q: &EmbedQueue, n: usize) -> Vec<Result<Vec<f32>, EmbedError>> {
-        let handles: Vec<_> = (0..n).map(|_| { let q = q.clone(); tokio::spawn(async move { q.embed("a".into()).await }) }).collect();
+    async fn embed_all(q: &EmbedQueue, texts: Vec<String>) -> Vec<Result<Vec<f32>, EmbedError>> {
+        let handles: Vec<_> = texts.into_iter().map(|t| { let q = q.clone(); tokio::spawn(async move { q.embed(t).await }) }).collect();
         let mut out = Vec::new();
         for h in handles {
             out.push(h.await.unwrap());
         }
         out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_a_batch_and_keep_their_order() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let q = EmbedQueue::start(Box::new(Fake(batches.clone())), policy(8, 64), Metrics::default());
+        let got = embed_all(&q, (0..8).map(|i| "x".repeat(i)).collect()).await;
+        for (i, v) in got.into_iter().enumerate() {
+            assert_eq!(v.unwrap(), vec![i as f32, 1.0]);
+        }
+        let b = batches.lock().unwrap();
+        assert!(b.len() < 8, "expected batching, got {b:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_wait_gathers_requests_that_arrive_apart() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let p = BatchPolicy { max_wait: Duration::from_millis(200), ..policy(4, 64) };
+        let q = EmbedQueue::start(Box::new(Fake(batches.clone())), p, Metrics::default());
+        let first = { let q = q.clone(); tokio::spawn(async move { q.embed("a".into()).await }) };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let second = q.embed("bb".into()).await.unwrap();
+        assert_eq!((first.await.unwrap().unwrap(), second), (vec![1.0, 1.0], vec![2.0, 1.0]));
+        assert_eq!(*batches.lock().unwrap(), vec![2], "one pass for both");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_batch_tokens_splits_long_inputs() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let p = BatchPolicy { max_batch_tokens: 100, max_wait: Duration::from_millis(100), ..policy(8, 64) };
+        let q = EmbedQueue::start(Box::new(Fake(batches.clone())), p, Metrics::default());
+        let got = embed_all(&q, vec!["x".repeat(60), "y".repeat(60), "z".repeat(60)]).await;
+        assert!(got.iter().all(Result::is_ok));
+        let b = batches.lock().unwrap();
+        assert_eq!(b.iter().sum::<usize>(), 3);
+        assert!(b.iter().all(|&n| n == 1), "two 60-token inputs pad to 120 > 100: {b:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_overload_not_a_wait() {
+        let q = EmbedQueue::start(Box::new(Fake(Default::default())), policy(1, 1), Metrics::default());
+        let results = embed_all(&q, vec!["a".into(); 12]).await;
+        assert!(results.iter().any(|r| matches!(r, Err(EmbedError::Overloaded))), "{results:?}");
+        assert!(results.iter().any(|r| r.is_ok()));
     }
 }

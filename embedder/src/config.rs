@@ -65,9 +65,26 @@ pub struct ModelConfig {
     /// Most prompts embedded in one encoder pass.
     #[serde(default = "defaults::max_batch")]
     pub max_batch: usize,
+    /// Most padded tokens (prompts x longest prompt) in one pass.
+    #[serde(default = "defaults::max_batch_tokens")]
+    pub max_batch_tokens: usize,
+    /// How long a prompt may wait for others to share its pass (0: only those already queued).
+    #[serde(default)]
+    pub max_wait_us: u64,
+    /// Where the encoder runs: `cpu`, or `cuda` (needs the `cuda` build feature and a GPU).
+    #[serde(default)]
+    pub device: Device,
     /// Prompts waiting for the encoder; beyond it requests get RESOURCE_EXHAUSTED (the filter fails open).
     #[serde(default = "defaults::queue")]
     pub queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +254,7 @@ mod defaults {
     pub fn max_tokens() -> usize { 256 }
     pub fn threads() -> usize { 1 }
     pub fn max_batch() -> usize { 32 }
+    pub fn max_batch_tokens() -> usize { 8192 }
     pub fn queue() -> usize { 1024 }
     pub fn aliases() -> Vec<String> { vec!["auto".into()] }
     pub fn confidence_floor() -> f32 { 0.3 }
@@ -280,6 +298,8 @@ impl Config {
         check(m.max_tokens >= 8 && m.max_tokens <= 512, "model.max_tokens: must be between 8 and 512".into());
         check(m.threads >= 1, "model.threads: must be at least 1".into());
         check(m.max_batch >= 1, "model.max_batch: must be at least 1".into());
+        check(m.max_batch_tokens >= m.max_tokens, "model.max_batch_tokens: must be at least model.max_tokens".into());
+        check(m.max_wait_us <= 100_000, "model.max_wait_us: must be at most 100000 (0.1 s)".into());
         check(m.queue >= 1, "model.queue: must be at least 1".into());
         let r = &self.routing;
         check(!r.default_model.is_empty(), "routing.default_model: must not be empty".into());

@@ -215,9 +215,12 @@ mod tests {
         fn dim(&self) -> usize {
             2
         }
-        fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-            self.0 += texts.len();
-            Ok(texts.iter().map(|t| vec![t.len() as f32, 0.5]).collect())
+        fn tokenizer(&self) -> crate::model::Tokenizer {
+            std::sync::Arc::new(|t: &str| Ok(t.bytes().map(u32::from).collect()))
+        }
+        fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+            self.0 += batch.len();
+            Ok(batch.iter().map(|ids| vec![ids.len() as f32, 0.5]).collect())
         }
     }
 

@@ -14,7 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
 use vane_embedder::admin::{self, AdminState};
-use vane_embedder::batching::EmbedQueue;
+use vane_embedder::batching::{BatchPolicy, EmbedQueue};
 use vane_embedder::commands::{self, EvalArgs, TrainArgs};
 use vane_embedder::config::Config;
 use vane_embedder::metrics::Metrics;
@@ -85,7 +85,7 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
     let started = std::time::Instant::now();
     let encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
     info!(model = %config.model.onnx.display(), took_ms = started.elapsed().as_millis() as u64, "encoder ready");
-    let queue = EmbedQueue::start(Box::new(encoder), config.model.max_batch, config.model.queue, metrics.clone());
+    let queue = EmbedQueue::start(Box::new(encoder), BatchPolicy::from_config(&config.model), metrics.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

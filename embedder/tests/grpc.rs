@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Endpoint, Server, Uri};
-use vane_embedder::batching::EmbedQueue;
+use vane_embedder::batching::{BatchPolicy, EmbedQueue};
 use vane_embedder::config::Config;
 use vane_embedder::metrics::Metrics;
 use vane_embedder::model::onnx::OnnxEncoder;
@@ -40,7 +40,7 @@ fn config() -> Config {
 model: {{ onnx: models/build/minilm-int8.onnx, tokenizer: models/build/tokenizer.json, onnxruntime: "{}" }}
 routing:
   default_model: general-model
-  confidence_floor: 0.3
+  example_similarity: 0.3
   categories:
     - {{ name: math, model: math-model, examples: ["Solve the equation 3x + 7 = 22 for x.", "What is the derivative of x^3?", "Compute the integral of sin(x)."] }}
     - {{ name: history, model: general-model, examples: ["Who was the first emperor of Rome?", "What caused the French Revolution?"] }}
@@ -56,7 +56,7 @@ async fn client() -> RouterClient<tonic::transport::Channel> {
     assert!(config.model.onnx.exists(), "{} is missing: run `make models`", config.model.onnx.display());
     let metrics = Metrics::default();
     let encoder = OnnxEncoder::load(&config.model).expect("loading the encoder");
-    let queue = EmbedQueue::start(Box::new(encoder), 8, 64, metrics.clone());
+    let queue = EmbedQueue::start(Box::new(encoder), BatchPolicy::from_config(&config.model), metrics.clone());
     let router = Arc::new(Router::build(&config, queue, metrics).await.unwrap());
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
     tokio::spawn(Server::builder().add_service(RouterService::new(router)).serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io))));
@@ -157,4 +157,13 @@ async fn an_empty_prompt_goes_to_the_default_model_uncached() {
     let Action::Forward(f) = route(&mut c, ask("")).await else { panic!() };
     assert_eq!(f.model, "general-model");
     assert!(f.ticket.is_empty());
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_cuda_without_the_feature_fails_loudly() {
+    let mut c = config();
+    c.model.device = vane_embedder::config::Device::Cuda;
+    let err = OnnxEncoder::load(&c.model).err().expect("must not fall back to the CPU").to_string();
+    assert!(err.contains("built without the `cuda` feature"), "{err}");
 }

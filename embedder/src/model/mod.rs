@@ -21,10 +21,21 @@ pub enum ModelError {
     Inference(String),
 }
 
-/// A batch encoder. `embed` returns one unit-length vector per text, in order.
+/// Turns text into the encoder's token ids; shareable, so tokenising runs on its own thread.
+pub type Tokenizer = std::sync::Arc<dyn Fn(&str) -> Result<Vec<u32>, ModelError> + Send + Sync>;
+
+/// A batch encoder: one unit-length vector per input, in order.
 pub trait Encoder: Send {
     fn dim(&self) -> usize;
-    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError>;
+    fn tokenizer(&self) -> Tokenizer;
+    /// Runs the model on already tokenised inputs.
+    fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError>;
+
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let tokenize = self.tokenizer();
+        let batch = texts.iter().map(|t| tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+        self.encode(&batch)
+    }
 }
 
 /// Cosine similarity of two unit vectors.

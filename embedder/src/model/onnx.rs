@@ -9,14 +9,12 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::Tensor;
-use tokenizers::Tokenizer;
-
-use super::{Encoder, ModelError};
-use crate::config::ModelConfig;
+use super::{Encoder, ModelError, Tokenizer};
+use crate::config::{Device, ModelConfig};
 
 pub struct OnnxEncoder {
     session: Session,
-    tokenizer: Tokenizer,
+    tokenizer: std::sync::Arc<tokenizers::Tokenizer>,
     max_tokens: usize,
     dim: usize,
 }
@@ -28,15 +26,34 @@ fn load_err(path: &Path, e: impl ToString) -> ModelError {
 impl OnnxEncoder {
     pub fn load(cfg: &ModelConfig) -> Result<OnnxEncoder, ModelError> {
         let session = Session::builder(environment(cfg)?)
+            .and_then(|b| with_device(b, cfg.device))
             .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::All)?))
             .and_then(|b| Ok(b.with_intra_threads(cfg.threads)?))
             .and_then(|b| Ok(b.with_inter_threads(1)?))
             .and_then(|mut b| b.commit_from_file(&cfg.onnx))
             .map_err(|e| load_err(&cfg.onnx, e))?;
-        let tokenizer = Tokenizer::from_file(&cfg.tokenizer).map_err(|e| load_err(&cfg.tokenizer, e))?;
-        let mut encoder = OnnxEncoder { session, tokenizer, max_tokens: cfg.max_tokens, dim: 0 };
+        let tokenizer = tokenizers::Tokenizer::from_file(&cfg.tokenizer).map_err(|e| load_err(&cfg.tokenizer, e))?;
+        let mut encoder = OnnxEncoder { session, tokenizer: tokenizer.into(), max_tokens: cfg.max_tokens, dim: 0 };
         encoder.dim = encoder.embed(&["warm up"])?.first().map_or(0, Vec::len);
         Ok(encoder)
+    }
+}
+
+/// `cuda` registers the CUDA execution provider and fails (rather than silently running on the
+/// CPU) when it cannot: a GPU deployment that quietly fell back would be slow and look fine.
+#[cfg(feature = "cuda")]
+fn with_device(b: ort::session::builder::SessionBuilder, device: Device) -> ort::Result<ort::session::builder::SessionBuilder> {
+    match device {
+        Device::Cpu => Ok(b),
+        Device::Cuda => b.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]).map_err(|e| ort::Error::new(format!("CUDA execution provider: {e}"))),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_device(b: ort::session::builder::SessionBuilder, device: Device) -> ort::Result<ort::session::builder::SessionBuilder> {
+    match device {
+        Device::Cpu => Ok(b),
+        Device::Cuda => Err(ort::Error::new("model.device is cuda but this binary was built without the `cuda` feature (cargo build --features cuda)")),
     }
 }
 
@@ -56,28 +73,33 @@ impl Encoder for OnnxEncoder {
         self.dim
     }
 
-    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if texts.is_empty() {
+    fn tokenizer(&self) -> Tokenizer {
+        let (tokenizer, max) = (self.tokenizer.clone(), self.max_tokens);
+        std::sync::Arc::new(move |text: &str| {
+            let enc = tokenizer.encode(text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
+            let ids = enc.get_ids();
+            if ids.len() <= max {
+                return Ok(ids.to_vec());
+            }
+            // Truncated: keep the closing [SEP] the model was trained with.
+            let mut kept = ids[..max].to_vec();
+            if let (Some(last), Some(&sep)) = (kept.last_mut(), ids.last()) {
+                *last = sep;
+            }
+            Ok(kept)
+        })
+    }
+
+    fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut encodings = Vec::with_capacity(texts.len());
-        for text in texts {
-            let enc = self.tokenizer.encode(*text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
-            encodings.push(enc);
-        }
-        // Pad to the longest prompt in this batch, not to a fixed length: short prompts stay cheap.
-        let len = encodings.iter().map(|e| e.get_ids().len().min(self.max_tokens)).max().unwrap_or(1).max(1);
-        let n = texts.len();
+        // Pad to the longest input in this batch, not to a fixed length: short prompts stay cheap.
+        let len = batch.iter().map(Vec::len).max().unwrap_or(1).clamp(1, self.max_tokens);
+        let n = batch.len();
         let (mut ids, mut mask, types) = (vec![0i64; n * len], vec![0i64; n * len], vec![0i64; n * len]);
-        for (row, enc) in encodings.iter().enumerate() {
-            let mut tokens: Vec<u32> = enc.get_ids().iter().copied().take(len).collect();
-            if enc.get_ids().len() > len {
-                // Truncated: keep the closing [SEP] the model was trained with.
-                if let (Some(last), Some(&sep)) = (tokens.last_mut(), enc.get_ids().last()) {
-                    *last = sep;
-                }
-            }
-            for (col, id) in tokens.into_iter().enumerate() {
+        for (row, tokens) in batch.iter().enumerate() {
+            for (col, &id) in tokens.iter().take(len).enumerate() {
                 ids[row * len + col] = i64::from(id);
                 mask[row * len + col] = 1;
             }

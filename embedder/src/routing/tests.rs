@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -29,8 +30,11 @@ impl Encoder for Axes {
     fn dim(&self) -> usize {
         3
     }
-    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
-        Ok(texts.iter().map(|t| axis(t)).collect())
+    fn tokenizer(&self) -> crate::model::Tokenizer {
+        std::sync::Arc::new(|t: &str| Ok(t.bytes().map(u32::from).collect()))
+    }
+    fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        Ok(batch.iter().map(|ids| axis(&ids.iter().map(|&b| b as u8 as char).collect::<String>())).collect())
     }
 }
 
@@ -80,7 +84,7 @@ async fn routing(extra: &str) -> Routing {
     write_head(&dir, "topics.json", &["math", "history", "other"], 10.0);
     write_head(&dir, "success.json", &["0", "1"], 0.0);
     let config = Config::parse(&format!("{ROUTING}{extra}"), &dir).unwrap();
-    let queue = EmbedQueue::start(Box::new(Axes), 8, 64, Metrics::default());
+    let queue = EmbedQueue::start(Box::new(Axes), crate::batching::BatchPolicy { max_batch: 8, max_batch_tokens: 4096, max_wait: Duration::ZERO, queue: 64 }, Metrics::default());
     Routing::build(&config.routing, &queue).await.unwrap()
 }
 
@@ -157,7 +161,7 @@ async fn categories_must_be_head_labels_or_have_examples() {
     write_head(&dir, "topics.json", &["math", "history", "other"], 10.0);
     let text = ROUTING.replace("- name: history", "- name: geography");
     let config = Config::parse(&text, &dir).unwrap();
-    let queue = EmbedQueue::start(Box::new(Axes), 8, 64, Metrics::default());
+    let queue = EmbedQueue::start(Box::new(Axes), crate::batching::BatchPolicy { max_batch: 8, max_batch_tokens: 4096, max_wait: Duration::ZERO, queue: 64 }, Metrics::default());
     let err = Routing::build(&config.routing, &queue).await.err().unwrap().to_string();
     assert!(err.contains("'geography' has no examples and is not a label of routing.head"), "{err}");
 }
