@@ -1,0 +1,116 @@
+//! Load test of the Route RPC: the real sidecar (encoder, heads, cache) served over loopback TCP,
+//! called by N concurrent gRPC clients with distinct short prompts (every call is a cache miss
+//! that runs the encoder and the routing decision).
+//!
+//! `cargo run --release -p vane-embedder --example route_bench -- [--seconds 5] [--callers 1,16,128]`
+//! prints one row per (model, batching, callers): p50/p99 latency and the sustained rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Endpoint, Server};
+use vane_embedder::batching::{BatchPolicy, EmbedQueue};
+use vane_embedder::config::Config;
+use vane_embedder::metrics::Metrics;
+use vane_embedder::model::onnx::OnnxEncoder;
+use vane_embedder::router::Router;
+use vane_embedder::server::RouterService;
+use vane_proto::v1::RouteRequest;
+use vane_proto::v1::router_client::RouterClient;
+
+const SUBJECTS: [&str; 8] = ["the derivative of x^3", "the capital of Peru", "a linked list in Rust", "the causes of the First World War", "photosynthesis", "compound interest", "the speed of sound", "a haiku about rain"];
+
+/// A distinct short prompt (10-16 tokens) for every call, so that none is an exact-tier hit.
+fn prompt(i: usize) -> String {
+    format!("Question {i}: can you explain {} in {} sentences?", SUBJECTS[i % SUBJECTS.len()], 2 + i % 5)
+}
+
+struct Row {
+    p50: f64,
+    p99: f64,
+    rate: f64,
+    errors: usize,
+}
+
+async fn load(addr: std::net::SocketAddr, callers: usize, seconds: f64, counter: Arc<AtomicUsize>) -> Row {
+    let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = RouterClient::new(channel.clone());
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut times, mut errors) = (Vec::new(), 0);
+            while Instant::now() < deadline {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let req = RouteRequest { model: "auto".into(), prompt: prompt(i), context: "{}".into(), tenant: "bench".into(), ..Default::default() };
+                let t0 = Instant::now();
+                match client.route(req).await {
+                    Ok(_) => times.push(t0.elapsed().as_secs_f64() * 1e3),
+                    Err(_) => errors += 1,
+                }
+            }
+            (times, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (times, e) = t.await.unwrap();
+        all.extend(times);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    Row { p50: pct(0.50), p99: pct(0.99), rate: all.len() as f64 / elapsed, errors }
+}
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.into())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let seconds: f64 = arg("--seconds", "5").parse()?;
+    let callers: Vec<usize> = arg("--callers", "1,16,128").split(',').map(str::parse).collect::<Result<_, _>>()?;
+    let models = arg("--models", "int8,fp32");
+    let config_path = arg("--config", "config/vane.yaml");
+    let counter = Arc::new(AtomicUsize::new(0));
+    println!("| model | batching | callers | p50 ms | p99 ms | Route/s | errors |\n|---|---|---|---|---|---|---|");
+    for model in models.split(',') {
+        for batching in [true, false] {
+            let mut config = Config::load(std::path::Path::new(&config_path))?;
+            config.model.onnx = config.model.onnx.with_file_name(format!("minilm-{model}.onnx"));
+            if !batching {
+                config.model.max_batch = 1;
+            }
+            config.cache.max_entries = 1_000_000;
+            let metrics = Metrics::default();
+            let encoder = OnnxEncoder::load(&config.model)?;
+            let queue = EmbedQueue::start(Box::new(encoder), BatchPolicy::from_config(&config.model), metrics.clone());
+            let router = Arc::new(Router::build(&config, queue, metrics).await?);
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(
+                Server::builder()
+                    .add_service(RouterService::new(router))
+                    .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async { stopped.await.ok(); }),
+            );
+            load(addr, 4, 1.0, counter.clone()).await; // warm up
+            for &n in &callers {
+                let r = load(addr, n, seconds, counter.clone()).await;
+                let label = if batching { format!("max_batch {}", config.model.max_batch) } else { "off".into() };
+                println!("| {model} | {label} | {n} | {:.2} | {:.2} | {:.0} | {} |", r.p50, r.p99, r.rate, r.errors);
+            }
+            let _ = stop.send(());
+            server.await??;
+        }
+    }
+    Ok(())
+}
