@@ -29,6 +29,16 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub safety: SafetyConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Which PII types each model may receive, and what to do about the others.
+    #[serde(default)]
+    pub pii: Option<crate::signals::pii_policy::PiiPolicyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +344,11 @@ impl Config {
         if let Some(c) = &r.cost_aware {
             check((0.0..=1.0).contains(&c.bar), "routing.cost_aware.bar: must be between 0 and 1".into());
             check(!c.small_model.is_empty() && !c.large_model.is_empty(), "routing.cost_aware: small_model and large_model must not be empty".into());
+        }
+        if let Some(p) = &self.safety.pii
+            && let Err(e) = crate::signals::pii_policy::PiiPolicy::new(p)
+        {
+            check(false, e);
         }
         let c = &self.cache;
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());

@@ -27,6 +27,8 @@ struct Inner {
     cache_entries: Gauge,
     encoder_batch_size: Histogram,
     encoder_duration: Histogram,
+    safety_decisions: Family<[(&'static str, &'static str); 2], Counter>,
+    pii_findings: Family<Label, Counter>,
 }
 
 /// Cheap to clone; every clone updates the same registry.
@@ -52,7 +54,23 @@ impl Default for Metrics {
         registry.register("encoder_batch_size", "Prompts per encoder pass", encoder_batch_size.clone());
         let encoder_duration = Histogram::new(latency_buckets());
         registry.register_with_unit("encoder_duration", "Time of one encoder pass (tokenise + run)", Unit::Seconds, encoder_duration.clone());
-        Metrics(Arc::new(Inner { registry, route_decisions, route_duration, cache_lookups, cache_stores, guard_rejections, cache_entries, encoder_batch_size, encoder_duration }))
+        let safety_decisions = Family::default();
+        registry.register("safety_decisions", "Requests a safety signal acted on, by signal (pii, jailbreak) and action", safety_decisions.clone());
+        let pii_findings = Family::<Label, Counter>::default();
+        registry.register("pii_findings", "PII found in requests, by type (counts only; text is never logged)", pii_findings.clone());
+        Metrics(Arc::new(Inner {
+            registry,
+            route_decisions,
+            route_duration,
+            cache_lookups,
+            cache_stores,
+            guard_rejections,
+            cache_entries,
+            encoder_batch_size,
+            encoder_duration,
+            safety_decisions,
+            pii_findings,
+        }))
     }
 }
 
@@ -60,6 +78,14 @@ impl Metrics {
     pub fn route(&self, decision: &'static str, took: Duration) {
         self.0.route_decisions.get_or_create(&[("decision", decision)]).inc();
         self.0.route_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn safety(&self, signal: &'static str, action: &'static str) {
+        self.0.safety_decisions.get_or_create(&[("signal", signal), ("action", action)]).inc();
+    }
+
+    pub fn pii_found(&self, kind: &'static str, count: usize) {
+        self.0.pii_findings.get_or_create(&[("type", kind)]).inc_by(count as u64);
     }
 
     pub fn cache_lookup(&self, tier: &'static str, hit: bool) {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::debug;
-use vane_proto::v1::{CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
+use tracing::{debug, info};
+use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
 
 use crate::batching::{EmbedError, EmbedQueue};
 use crate::cache::memory::MemoryCache;
@@ -13,6 +13,7 @@ use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::completion;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::signals::pii_policy::{self, Messages, PiiPolicy};
 use crate::routing::conversation::{self, State};
 use crate::routing::{Decision, Routing, earlier_user_turns};
 use crate::tickets::{Pending, Tickets};
@@ -23,6 +24,7 @@ const MAX_TICKETS: usize = 100_000;
 
 pub struct Router {
     routing: Routing,
+    pii: Option<PiiPolicy>,
     embedder: EmbedQueue,
     cache: Option<MemoryCache>,
     tickets: Tickets,
@@ -35,7 +37,8 @@ impl Router {
         let cache = config.cache.enabled.then(|| {
             MemoryCache::new(config.cache.threshold, Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
         });
-        Ok(Router { routing, embedder, cache, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+        let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(anyhow::Error::msg)?;
+        Ok(Router { routing, pii, embedder, cache, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
     }
 
     pub fn routing(&self) -> &Routing {
@@ -51,9 +54,13 @@ impl Router {
         let routed = self.routing.is_alias(&req.model);
         let control = CacheControl::try_from(req.cache_control).unwrap_or_default();
         let use_cache = self.cache.is_some() && !req.prompt.is_empty() && control != CacheControl::NoStore;
+        // Read before the request is taken apart; only when a PII policy is configured.
+        let messages = self.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
+        let request_id = req.request_id.clone();
+        let forward = |fwd: Forward| self.decided(self.apply_pii(fwd, messages.as_ref(), routed, &request_id), started);
         if req.prompt.is_empty() || (!routed && !use_cache) {
             let model = if routed { self.routing.default_model().to_string() } else { req.model.clone() };
-            return Ok(self.decided(Action::Forward(Forward { model, ..Forward::default() }), started));
+            return Ok(forward(Forward { model, ..Forward::default() }));
         }
         let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
@@ -88,7 +95,7 @@ impl Router {
 
         if !routed {
             let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
-            return Ok(self.decided(Action::Forward(Forward { model: req.model, ticket, ..Forward::default() }), started));
+            return Ok(forward(Forward { model: req.model, ticket, ..Forward::default() }));
         }
 
         // Multi-turn: classify the conversation, and remember where it went.
@@ -111,7 +118,56 @@ impl Router {
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
         let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
-        Ok(self.decided(forward(decision, ticket), started))
+        Ok(forward(forward_of(decision, ticket)))
+    }
+
+    /// Holds a forward to the PII policy: the model may not receive some PII → block, another
+    /// model, or the body with the PII replaced. Logs and metrics carry types and counts only.
+    fn apply_pii(&self, mut fwd: Forward, messages: Option<&Messages>, routed: bool, request_id: &str) -> Action {
+        let (Some(policy), Some(messages)) = (&self.pii, messages) else { return Action::Forward(fwd) };
+        let (outcome, counts) = policy.check(&fwd.model, messages, routed, |m| self.routing.cost(m));
+        for (kind, n) in &counts {
+            self.metrics.pii_found(kind.name(), *n);
+        }
+        let (action, types) = match &outcome {
+            pii_policy::Outcome::Allowed => ("allow", Vec::new()),
+            pii_policy::Outcome::Block { types } => ("block", types.clone()),
+            pii_policy::Outcome::Route { types, .. } => ("route", types.clone()),
+            pii_policy::Outcome::Redact { types, .. } => ("redact", types.clone()),
+        };
+        if counts.is_empty() {
+            return Action::Forward(fwd);
+        }
+        self.metrics.safety("pii", action);
+        let found: Vec<String> = counts.iter().map(|(k, n)| format!("{}={n}", k.name())).collect();
+        info!(request_id, signal = "pii", action, model = %fwd.model, found = %found.join(","), "pii policy");
+        let names = pii_policy::names(&types);
+        match outcome {
+            pii_policy::Outcome::Allowed => Action::Forward(fwd),
+            pii_policy::Outcome::Block { .. } => Action::Block(Block {
+                status: 403,
+                r#type: "invalid_request_error".into(),
+                code: "pii_not_allowed".into(),
+                message: format!("This request contains personal data ({names}) that model '{}' may not receive.", fwd.model),
+            }),
+            pii_policy::Outcome::Route { model, .. } => {
+                let (reasoning, patch) = self.routing.reasoning_for(&model, fwd.reasoning.unwrap_or(false));
+                fwd.model = model;
+                fwd.reasoning = reasoning;
+                fwd.body_patch = patch.map(|p| p.to_string()).unwrap_or_default();
+                fwd.pii = format!("route:{names}");
+                Action::Forward(fwd)
+            }
+            pii_policy::Outcome::Redact { patch, .. } => {
+                let mut merged = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&fwd.body_patch).unwrap_or_default();
+                if let serde_json::Value::Object(p) = patch {
+                    merged.extend(p);
+                }
+                fwd.body_patch = serde_json::Value::Object(merged).to_string();
+                fwd.pii = format!("redact:{names}");
+                Action::Forward(fwd)
+            }
+        }
     }
 
     fn cached(&self, hit: Hit, started: Instant) -> RouteDecision {
@@ -152,7 +208,7 @@ impl Router {
     }
 }
 
-fn forward(d: Decision, ticket: String) -> Action {
+fn forward_of(d: Decision, ticket: String) -> Forward {
     let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
-    Action::Forward(Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch })
+    Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, pii: String::new() }
 }

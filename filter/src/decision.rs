@@ -77,6 +77,10 @@ pub fn apply(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcom
                 out.request_headers.push(("x-vane-model", model.into()));
                 out.response_headers.push(("x-vane-model", model.into()));
             }
+            if !fwd.pii.is_empty() {
+                out.request_headers.push(("x-vane-pii", fwd.pii.clone()));
+                out.response_headers.push(("x-vane-pii", fwd.pii));
+            }
             if let Some(on) = fwd.reasoning {
                 let value = if on { "on" } else { "off" };
                 out.request_headers.push(("x-vane-reasoning", value.into()));

@@ -277,6 +277,11 @@ class Vane:
         self.wait_cached(body, api_key=api_key, auth=auth, headers=headers)
         return r
 
+    def get_metrics_text(self) -> str:
+        """The sidecar's Prometheus exposition."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.stack.admin_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
     def store_counts(self) -> dict[str, int]:
         """``vane_cache_stores_total`` by result (stored, truncated_stream, ...): diagnostics."""
         url = f"http://127.0.0.1:{self.stack.admin_port}/metrics"

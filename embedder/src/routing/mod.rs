@@ -206,7 +206,14 @@ impl Routing {
         }
     }
 
-    fn cost(&self, model: &str) -> f64 {
+    /// The reasoning flag and body patch for `model` (after a change of model, e.g. by PII policy).
+    pub fn reasoning_for(&self, model: &str, on: bool) -> (Option<bool>, Option<serde_json::Value>) {
+        let family = self.models.get(model).and_then(|m| m.reasoning_family.as_ref()).and_then(|f| self.families.get(f));
+        (family.map(|_| on), family.map(|f| reasoning::patch(f, on, &self.default_effort)))
+    }
+
+    /// Relative cost from `routing.models` (1 when not listed).
+    pub fn cost(&self, model: &str) -> f64 {
         self.models.get(model).map_or(1.0, |m| m.cost)
     }
 }
