@@ -92,6 +92,24 @@ impl EmbedQueue {
             Err(TrySendError::Disconnected(_)) => Err(EmbedError::Stopped),
         }
     }
+
+    /// Embeds several texts, queued together so that they share batches.
+    pub async fn embed_all(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut pending = Vec::with_capacity(texts.len());
+        for text in texts {
+            let (reply, rx) = oneshot::channel();
+            match self.tx.try_send(Job { text, reply }) {
+                Ok(()) => pending.push(rx),
+                Err(TrySendError::Full(_)) => return Err(EmbedError::Overloaded),
+                Err(TrySendError::Disconnected(_)) => return Err(EmbedError::Stopped),
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for rx in pending {
+            out.push(rx.await.map_err(|_| EmbedError::Stopped)??);
+        }
+        Ok(out)
+    }
 }
 
 fn tokenize(tokenizer: Tokenizer, jobs: Receiver<Job>, out: SyncSender<Tokenized>) {

@@ -13,6 +13,7 @@ use crate::head::train::{self as train_head, TrainConfig};
 use crate::head::{Head, Kind, Meta, argmax};
 use crate::model::Encoder;
 use crate::model::onnx::OnnxEncoder;
+use crate::signals::jailbreak::extra_windows;
 
 #[derive(Args)]
 pub struct DataArgs {
@@ -96,6 +97,10 @@ pub struct EvalArgs {
     /// Write each example's label, prediction and probabilities here (JSONL, input order).
     #[arg(long)]
     predictions_out: Option<PathBuf>,
+    /// Judge texts longer than the encoder window on overlapping windows and keep the one where
+    /// --positive is most probable, as the sidecar does for jailbreaks.
+    #[arg(long, requires = "positive")]
+    windowed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -260,6 +265,29 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Replaces each long example's probabilities by those of its window where label `positive` is
+/// most probable (see [`crate::signals::jailbreak::extra_windows`]).
+fn most_suspicious_windows(args: &DataArgs, config: &Config, head: &Head, positive: usize, examples: &[Example], probabilities: &mut [Vec<f32>]) -> anyhow::Result<()> {
+    let windows: Vec<(usize, String)> = examples.iter().enumerate().flat_map(|(i, e)| extra_windows(&e.text).into_iter().map(move |w| (i, w))).collect();
+    let long = windows.iter().map(|(i, _)| i).collect::<std::collections::BTreeSet<_>>().len();
+    eprintln!("{long} texts are longer than the first window: {} more windows to embed", windows.len());
+    if windows.is_empty() {
+        return Ok(());
+    }
+    let mut encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
+    let texts: Vec<&str> = windows.iter().map(|(_, w)| w.as_str()).collect();
+    let salt = format!("max_tokens={}", config.model.max_tokens);
+    let cache = args.cache_embeddings.as_deref().map(|dir| (dir, config.model.onnx.as_path(), salt.as_str()));
+    let embedded = dataset::embed_all(&mut encoder, &texts, config.model.max_batch.min(32), cache)?;
+    for ((i, _), e) in windows.iter().zip(&embedded) {
+        let p = head.predict(e);
+        if p[positive] > probabilities[*i][positive] {
+            probabilities[*i] = p;
+        }
+    }
+    Ok(())
+}
+
 /// The positive label when its probability reaches the threshold, else the most probable other.
 fn decide_binary(p: &[f32], positive: usize, threshold: f32) -> usize {
     if p.get(positive).is_some_and(|&v| v >= threshold) {
@@ -311,9 +339,12 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let t0 = std::time::Instant::now();
-    let probabilities: Vec<Vec<f32>> = x.iter().map(|v| head.predict(v)).collect();
+    let mut probabilities: Vec<Vec<f32>> = x.iter().map(|v| head.predict(v)).collect();
     let per_example = t0.elapsed().as_secs_f64() / x.len().max(1) as f64;
     eprintln!("head {} ({}): {:.1} µs per prediction", path.display(), head.kind(), per_example * 1e6);
+    if let (true, Some(p)) = (args.windowed, positive) {
+        most_suspicious_windows(&args.data, &config, &head, p, &examples, &mut probabilities)?;
+    }
     let predicted: Vec<usize> = probabilities
         .iter()
         .map(|p| match (positive, args.threshold) {

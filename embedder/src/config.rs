@@ -39,6 +39,43 @@ pub struct SafetyConfig {
     /// Which PII types each model may receive, and what to do about the others.
     #[serde(default)]
     pub pii: Option<crate::signals::pii_policy::PiiPolicyConfig>,
+    /// Jailbreak and prompt-injection detection (a binary head over the embedding).
+    #[serde(default)]
+    pub jailbreak: Option<JailbreakConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailbreakConfig {
+    pub head: PathBuf,
+    /// The head's label meaning "this is a jailbreak".
+    #[serde(default = "defaults::success_label")]
+    pub positive_label: String,
+    /// Score (the positive label's probability, most suspicious window) at which to act.
+    pub threshold: f32,
+    #[serde(default)]
+    pub action: JailbreakAction,
+    /// Per routing category: another threshold or action (e.g. `off` for a red-team category).
+    #[serde(default)]
+    pub categories: BTreeMap<String, JailbreakOverride>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JailbreakAction {
+    /// 403 with code `jailbreak_detected`; nothing reaches the model.
+    #[default]
+    Block,
+    /// Forward, with `x-vane-jailbreak: <score>` to the upstream and the client; never cached.
+    Flag,
+    Off,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailbreakOverride {
+    pub threshold: Option<f32>,
+    pub action: Option<JailbreakAction>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +335,9 @@ impl Config {
         if let Some(c) = &mut config.routing.cost_aware {
             c.head = base.join(&c.head);
         }
+        if let Some(j) = &mut config.safety.jailbreak {
+            j.head = base.join(&j.head);
+        }
         Ok(config)
     }
 
@@ -349,6 +389,13 @@ impl Config {
             && let Err(e) = crate::signals::pii_policy::PiiPolicy::new(p)
         {
             check(false, e);
+        }
+        if let Some(j) = &self.safety.jailbreak {
+            let thresholds = std::iter::once(("safety.jailbreak.threshold".to_string(), j.threshold))
+                .chain(j.categories.iter().filter_map(|(n, o)| o.threshold.map(|t| (format!("safety.jailbreak.categories.{n}.threshold"), t))));
+            for (at, t) in thresholds {
+                check((0.0..=1.0).contains(&t), format!("{at}: must be between 0 and 1"));
+            }
         }
         let c = &self.cache;
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());

@@ -13,6 +13,7 @@ use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::completion;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::signals::jailbreak::{Jailbreak, Verdict, extra_windows};
 use crate::signals::pii_policy::{self, Messages, PiiPolicy};
 use crate::routing::conversation::{self, State};
 use crate::routing::{Decision, Routing, earlier_user_turns};
@@ -25,6 +26,7 @@ const MAX_TICKETS: usize = 100_000;
 pub struct Router {
     routing: Routing,
     pii: Option<PiiPolicy>,
+    jailbreak: Option<Jailbreak>,
     embedder: EmbedQueue,
     cache: Option<MemoryCache>,
     tickets: Tickets,
@@ -38,7 +40,16 @@ impl Router {
             MemoryCache::new(config.cache.threshold, Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
         });
         let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(anyhow::Error::msg)?;
-        Ok(Router { routing, pii, embedder, cache, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+        let jailbreak = match &config.safety.jailbreak {
+            Some(c) => {
+                if let Some(unknown) = c.categories.keys().find(|name| !routing.can_assign(name)) {
+                    anyhow::bail!("safety.jailbreak.categories: '{unknown}' is not a routing category (configured, a head label, or 'default')");
+                }
+                Some(Jailbreak::load(c, embedder.dim())?)
+            }
+            None => None,
+        };
+        Ok(Router { routing, pii, jailbreak, embedder, cache, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
     }
 
     pub fn routing(&self) -> &Routing {
@@ -58,17 +69,17 @@ impl Router {
         let messages = self.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
         let request_id = req.request_id.clone();
         let forward = |fwd: Forward| self.decided(self.apply_pii(fwd, messages.as_ref(), routed, &request_id), started);
-        if req.prompt.is_empty() || (!routed && !use_cache) {
+        if req.prompt.is_empty() || (!routed && !use_cache && self.jailbreak.is_none()) {
             let model = if routed { self.routing.default_model().to_string() } else { req.model.clone() };
             return Ok(forward(Forward { model, ..Forward::default() }));
         }
         let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
-        let conversation_key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
         let fingerprint = Fingerprint::of(&req.context);
         let prompt = PromptKey::of(&req.prompt);
         let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
-        // Exact tier first: an identical request is answered without running the encoder.
+        // Exact tier first: an identical request is answered without running the encoder. This
+        // stays sound with jailbreak detection on: blocked and flagged prompts are never stored.
         if let Some(cache) = lookup {
             let hit = cache.lookup_exact(&partition, fingerprint, prompt, Instant::now());
             self.metrics.cache_lookup("exact", hit.is_some());
@@ -77,6 +88,40 @@ impl Router {
             }
         }
         let embedding = self.embedder.embed(req.prompt.clone()).await?;
+
+        // Jailbreak verdict before anything is served. Per-category overrides need the category,
+        // so then the routing decision is made first.
+        let mut routed_decision = None;
+        let mut flagged = None;
+        if let Some(jailbreak) = &self.jailbreak {
+            let score = self.jailbreak_score(jailbreak, &req.prompt, &embedding).await?;
+            if routed && jailbreak.has_overrides() {
+                routed_decision = Some(self.classify(&partition, &turns, &req.prompt, &embedding).await?);
+            }
+            let category = routed_decision.as_ref().map(|r| r.decision.category.as_str());
+            match jailbreak.verdict(score, category) {
+                Verdict::Allow => {}
+                Verdict::Block(score) => {
+                    self.metrics.safety("jailbreak", "block");
+                    info!(request_id, signal = "jailbreak", action = "block", score, category = ?category, "jailbreak policy");
+                    let block = Block {
+                        status: 403,
+                        r#type: "invalid_request_error".into(),
+                        code: "jailbreak_detected".into(),
+                        message: format!("This request looks like a jailbreak or prompt-injection attempt (score {score:.2}) and was not sent to a model."),
+                    };
+                    return Ok(self.decided(Action::Block(block), started));
+                }
+                Verdict::Flag(score) => {
+                    self.metrics.safety("jailbreak", "flag");
+                    info!(request_id, signal = "jailbreak", action = "flag", score, category = ?category, "jailbreak policy");
+                    flagged = Some(score);
+                }
+            }
+        }
+        // A flagged request is neither answered from the cache (the flag would be lost) nor stored.
+        let (lookup, use_cache) = if flagged.is_some() { (None, false) } else { (lookup, use_cache) };
+
         if let Some(cache) = lookup {
             // Near-duplicates that ask something else (negation, other numbers, ...) are not hits.
             let accept = |cached: &str| match guard::conflict(cached, &req.prompt) {
@@ -95,12 +140,26 @@ impl Router {
 
         if !routed {
             let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
-            return Ok(forward(Forward { model: req.model, ticket, ..Forward::default() }));
+            return Ok(forward(Forward { model: req.model, ticket, jailbreak: flagged, ..Forward::default() }));
         }
+        let routed = match routed_decision {
+            Some(r) => r,
+            None => self.classify(&partition, &turns, &req.prompt, &embedding).await?,
+        };
+        self.routing.conversations.put(routed.conversation, routed.state, Instant::now());
+        let decision = routed.decision;
+        debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
-        // Multi-turn: classify the conversation, and remember where it went.
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
+        Ok(forward(Forward { jailbreak: flagged, ..forward_of(decision, ticket) }))
+    }
+
+    /// Routes a prompt with its conversation (multi-turn: earlier user turns blended in, and the
+    /// model the conversation is on); the conversation's new state is remembered on forward.
+    async fn classify(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32]) -> Result<Routed, EmbedError> {
+        let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
         let now = Instant::now();
-        let previous = if turns.is_empty() { None } else { self.routing.conversations.get(&conversation_key(None), now) };
+        let previous = if turns.is_empty() { None } else { self.routing.conversations.get(&key(None), now) };
         let topic = match &previous {
             Some(state) => Some(state.topic.clone()),
             None if !turns.is_empty() && self.routing.multi_turn.history_weight > 0.0 => {
@@ -111,14 +170,31 @@ impl Router {
             None => None,
         };
         let weight = self.routing.multi_turn.history_weight;
-        let classified = topic.as_ref().map_or_else(|| embedding.clone(), |t| conversation::blend(&embedding, t, weight));
+        let classified = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, weight));
         let decision = self.routing.decide(&classified, previous.as_ref());
-        let topic = topic.as_ref().map_or_else(|| embedding.clone(), |t| conversation::blend(&embedding, t, 1.0));
-        self.routing.conversations.put(conversation_key(Some(&req.prompt)), State { model: decision.model.clone(), topic }, now);
-        debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
+        let topic = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
+        let state = State { model: decision.model.clone(), topic };
+        Ok(Routed { decision, conversation: key(Some(prompt)), state })
+    }
 
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
-        Ok(forward(forward_of(decision, ticket)))
+    /// The jailbreak policy's view of a text (for /v1/classify): its score and the action.
+    pub async fn jailbreak_opinion(&self, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
+        let Some(jailbreak) = &self.jailbreak else { return Ok(None) };
+        let score = self.jailbreak_score(jailbreak, text, embedding).await?;
+        let action = match jailbreak.verdict(score, category) {
+            Verdict::Allow => "allow",
+            Verdict::Flag(_) => "flag",
+            Verdict::Block(_) => "block",
+        };
+        Ok(Some((score, action)))
+    }
+
+    /// The jailbreak score of the prompt: its shared embedding, plus windows over the rest of a
+    /// prompt too long for one encoder pass.
+    async fn jailbreak_score(&self, jailbreak: &Jailbreak, prompt: &str, embedding: &[f32]) -> Result<f32, EmbedError> {
+        let extra = extra_windows(prompt);
+        let windows = if extra.is_empty() { Vec::new() } else { self.embedder.embed_all(extra).await? };
+        Ok(jailbreak.score(std::iter::once(embedding).chain(windows.iter().map(Vec::as_slice))))
     }
 
     /// Holds a forward to the PII policy: the model may not receive some PII → block, another
@@ -208,7 +284,14 @@ impl Router {
     }
 }
 
+/// A routing decision, and what its conversation should remember once the request is forwarded.
+struct Routed {
+    decision: Decision,
+    conversation: [u8; 32],
+    state: State,
+}
+
 fn forward_of(d: Decision, ticket: String) -> Forward {
     let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
-    Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, pii: String::new() }
+    Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, ..Forward::default() }
 }

@@ -81,6 +81,11 @@ pub fn apply(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcom
                 out.request_headers.push(("x-vane-pii", fwd.pii.clone()));
                 out.response_headers.push(("x-vane-pii", fwd.pii));
             }
+            if let Some(score) = fwd.jailbreak.filter(|s| s.is_finite()) {
+                let score = format!("{score:.3}");
+                out.request_headers.push(("x-vane-jailbreak", score.clone()));
+                out.response_headers.push(("x-vane-jailbreak", score));
+            }
             if let Some(on) = fwd.reasoning {
                 let value = if on { "on" } else { "off" };
                 out.request_headers.push(("x-vane-reasoning", value.into()));
@@ -201,6 +206,17 @@ mod tests {
         let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
         assert!(f.body.is_none());
         assert!(!f.response_headers.iter().any(|(k, _)| *k == "x-vane-reasoning"));
+    }
+
+    #[test]
+    fn flagged_jailbreak_score_goes_both_ways() {
+        let d = decision(Action::Forward(Fwd { model: "auto".into(), jailbreak: Some(0.93456), ..Default::default() }));
+        let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
+        assert!(f.request_headers.contains(&("x-vane-jailbreak", "0.935".into())));
+        assert!(f.response_headers.contains(&("x-vane-jailbreak", "0.935".into())));
+        let d = decision(Action::Forward(Fwd { model: "auto".into(), jailbreak: Some(f32::NAN), ..Default::default() }));
+        let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
+        assert!(!f.response_headers.iter().any(|(k, _)| *k == "x-vane-jailbreak"));
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn header(map: MapType, name: &str) -> Option<String> {
 }
 
 /// Request headers only the filter may set: Envoy routes on them.
-const OWN_HEADERS: [&str; 6] = ["x-vane-model", "x-vane-category", "x-vane-confidence", "x-vane-reasoning", "x-vane-pii", "x-vane-fallback"];
+const OWN_HEADERS: [&str; 7] = ["x-vane-model", "x-vane-category", "x-vane-confidence", "x-vane-reasoning", "x-vane-pii", "x-vane-jailbreak", "x-vane-fallback"];
 
 fn set_header(map: MapType, name: &str, value: &str) {
     if hostcalls::set_map_value(map, name, Some(value)).is_err() {

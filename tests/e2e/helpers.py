@@ -19,6 +19,20 @@ CHAT = "/v1/chat/completions"
 MODELS = ("math-model", "general-model")
 PROBE = "x-e2e-probe"  # marks the tests' own cache probes (see Vane.probe)
 
+def demo_config_variant(tmp_path, name: str, safety: str) -> "Path":
+    """config/vane.yaml with absolute paths and ``safety`` (YAML, indented two spaces) in place
+    of its safety section, written to ``tmp_path/name``."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "config" / "vane.yaml").read_text()
+    text = text.replace("../models/build/", f"{root}/models/build/").replace("head: heads/", f"head: {root}/config/heads/")
+    assert "\nsafety:\n" in text, "config/vane.yaml has a safety section, the last one"
+    text = text[:text.index("\nsafety:\n")] + "\nsafety:\n" + safety.replace("head: heads/", f"head: {root}/config/heads/")
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
 # Lines in the Envoy / sidecar logs that mean the wasm VM (or the sidecar) crashed.
 CRASH_RE = re.compile(r"panicked at|Uncaught|RuntimeError|wasm vm crash|Wasm VM failed", re.I)
 

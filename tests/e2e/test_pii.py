@@ -11,27 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from helpers import chat_body
+from helpers import chat_body, demo_config_variant
 
-ROOT = Path(__file__).resolve().parents[2]
 CARD = "My card is 4111 1111 1111 1111 and my email is jane.doe@example.com. When did the First World War begin?"
 
 
+JAILBREAK = """  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, action: block }
+"""
+
+
 def config_with_pii(tmp_path: Path, action: str) -> Path:
-    """config/vane.yaml with absolute paths and a PII policy appended."""
-    text = (ROOT / "config" / "vane.yaml").read_text()
-    text = text.replace("../models/build/", f"{ROOT}/models/build/").replace("head: heads/", f"head: {ROOT}/config/heads/")
-    text += f"""
-safety:
-  pii:
+    """config/vane.yaml with a PII policy beside its jailbreak detection."""
+    return demo_config_variant(tmp_path, f"vane-pii-{action}.yaml", JAILBREAK + f"""  pii:
     action: {action}
     models:
       math-model: {{ allow: [all] }}
       general-model: {{ allow: [email] }}
-"""
-    path = tmp_path / f"vane-pii-{action}.yaml"
-    path.write_text(text)
-    return path
+""")
 
 
 @pytest.fixture

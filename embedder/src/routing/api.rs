@@ -2,7 +2,8 @@
 //!
 //! Body: `{"text": "..."}` or `{"texts": ["...", ...]}` (at most [`MAX_TEXTS`]). Each result is
 //! the decision a routed request with that text as its only user message would get (category,
-//! confidence, the head's top scores, model, reasoning, body patch), plus timings.
+//! confidence, the head's top scores, model, reasoning, body patch), the jailbreak score and
+//! action when detection is configured, plus timings.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,17 +60,27 @@ pub async fn classify(State(router): State<Arc<Router>>, body: Result<Json<Class
         }
     }
     let embed_ms = started.elapsed().as_secs_f64() * 1e3;
-    let results: Vec<Value> = embeddings
-        .iter()
-        .map(|e| {
-            let t0 = Instant::now();
-            let decision = router.routing().decide(e, None);
-            let mut v = serde_json::to_value(&decision).unwrap_or(Value::Null);
-            if let Some(obj) = v.as_object_mut() {
-                obj.insert("decide_us".into(), json!((t0.elapsed().as_secs_f64() * 1e6 * 10.0).round() / 10.0));
+    let micros = |t: Instant| (t.elapsed().as_secs_f64() * 1e6 * 10.0).round() / 10.0;
+    let mut results = Vec::with_capacity(texts.len());
+    for (text, e) in texts.iter().zip(&embeddings) {
+        let t0 = Instant::now();
+        let decision = router.routing().decide(e, None);
+        let decide_us = micros(t0);
+        let t0 = Instant::now();
+        let jailbreak = match router.jailbreak_opinion(text, e, Some(&decision.category)).await {
+            Ok(j) => j,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "encoder_error"),
+        };
+        let safety_us = micros(t0);
+        let mut v = serde_json::to_value(&decision).unwrap_or(Value::Null);
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("decide_us".into(), json!(decide_us));
+            if let Some((score, action)) = jailbreak {
+                obj.insert("jailbreak".into(), json!({"score": score, "action": action}));
+                obj.insert("safety_us".into(), json!(safety_us));
             }
-            v
-        })
-        .collect();
+        }
+        results.push(v);
+    }
     (StatusCode::OK, Json(json!({"results": results, "timings": {"embed_ms": (embed_ms * 1e3).round() / 1e3, "texts": texts.len()}})))
 }
