@@ -79,6 +79,15 @@ heads: venv models
 	$(HEAD_TRAIN) --data config/heads/data/mmlu_pro_train.jsonl --text-field question --label-field category \
 		--out config/heads/mmlu_pro_categories.json --holdout-out target/heads/mmlu_pro_holdout.jsonl
 	$(HEAD_EVAL) --data target/heads/mmlu_pro_holdout.jsonl --head config/heads/mmlu_pro_categories.json
+	@# Cost-aware routing: will Llama-3.1-8B-Instruct answer correctly? The held-out 20% of each
+	@# category is split off by question in config/heads/data/build_model_success.py (hence
+	@# --holdout 0); cost_curve.py turns the held-out probabilities into the cost/quality curve.
+	$(HEAD_TRAIN) --data config/heads/data/mmlu_pro_model_success.jsonl --text-field question --label-field small_ok \
+		--kind softmax --holdout 0 --out config/heads/mmlu_pro_small_model_success.json
+	$(HEAD_EVAL) --data config/heads/data/mmlu_pro_model_success_holdout.jsonl --head config/heads/mmlu_pro_small_model_success.json \
+		--positive 1 --threshold 0.62 --predictions-out target/heads/mmlu_pro_small_model_success_predictions.jsonl
+	$(PY) config/heads/cost_curve.py --data config/heads/data/mmlu_pro_model_success_holdout.jsonl \
+		--predictions target/heads/mmlu_pro_small_model_success_predictions.jsonl --png config/heads/cost_curve.png
 
 clean:
 	cargo clean

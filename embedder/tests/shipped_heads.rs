@@ -1,0 +1,38 @@
+//! The heads shipped in config/heads/ load, fit the shipped encoder (MiniLM, 384 values) and
+//! plug into the configuration the way the README documents. No encoder is run.
+
+use std::path::{Path, PathBuf};
+
+use vane_embedder::config::Config;
+use vane_embedder::head::Head;
+
+const MINILM_DIM: usize = 384;
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("config")
+}
+
+#[test]
+fn small_model_success_head_is_binary_over_minilm() {
+    let path = config_dir().join("heads/mmlu_pro_small_model_success.json");
+    let head = Head::load_for_dim(&path, MINILM_DIM).unwrap();
+    assert_eq!(head.labels(), ["0", "1"]);
+    assert_eq!(head.meta.label_field.as_deref(), Some("small_ok"));
+    assert_eq!(head.meta.encoder.as_deref(), Some("minilm-int8.onnx"));
+    let p = head.predict(&[0.05; MINILM_DIM]);
+    assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5 && p.iter().all(|v| (0.0..=1.0).contains(v)), "{p:?}");
+}
+
+#[test]
+fn the_documented_cost_aware_block_loads_with_the_demo_config() {
+    // config/vane.yaml with the block from the README switched on (the demo ships it off).
+    let dir = config_dir();
+    let demo = std::fs::read_to_string(dir.join("vane.yaml")).unwrap();
+    let anchor = "  default_reasoning_effort: medium\n";
+    assert!(demo.contains(anchor), "config/vane.yaml changed: move the anchor of this test");
+    let block = "  cost_aware: { head: heads/mmlu_pro_small_model_success.json, success_label: \"1\", bar: 0.62, small_model: general-model, large_model: math-model }\n";
+    let config = Config::parse(&demo.replace(anchor, &format!("{anchor}{block}")), &dir).unwrap();
+    let cost_aware = config.routing.cost_aware.expect("cost_aware parsed");
+    let head = Head::load_for_dim(&cost_aware.head, MINILM_DIM).unwrap();
+    assert!(head.labels().contains(&cost_aware.success_label));
+}
