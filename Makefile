@@ -74,6 +74,8 @@ bench: toolchain venv models wasm
 HEAD_TRAIN = cargo run --release -p vane-embedder -- train --cache-embeddings target/embeddings --threads $(shell nproc)
 HEAD_EVAL  = cargo run --release -p vane-embedder -- eval --cache-embeddings target/embeddings --threads $(shell nproc)
 
+SHARED_DATA ?= ../shared/data
+
 heads: venv models
 	@mkdir -p target/heads
 	$(HEAD_TRAIN) --data config/heads/data/mmlu_pro_train.jsonl --text-field question --label-field category \
@@ -88,6 +90,16 @@ heads: venv models
 		--positive 1 --threshold 0.62 --predictions-out target/heads/mmlu_pro_small_model_success_predictions.jsonl
 	$(PY) config/heads/cost_curve.py --data config/heads/data/mmlu_pro_model_success_holdout.jsonl \
 		--predictions target/heads/mmlu_pro_small_model_success_predictions.jsonl --png config/heads/cost_curve.png
+	@# Jailbreak / prompt injection: trained on permissive data only (build_jailbreak.py), measured
+	@# on prompts that merely sound dangerous and, when the shared data is there, on ToxicChat
+	@# (non-commercial: evaluation only, never copied into the repo or trained on).
+	$(PY) config/heads/data/build_jailbreak.py $(SHARED_DATA)
+	$(HEAD_TRAIN) --data config/heads/data/jailbreak_train.jsonl --text-field prompt --label-field jailbreaking \
+		--kind softmax --l2 1e-4 --holdout 0 --out config/heads/jailbreak.json
+	$(HEAD_EVAL) --data config/heads/data/benign_dangerous_eval.jsonl --head config/heads/jailbreak.json \
+		--text-field prompt --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
+	test ! -f $(SHARED_DATA)/safety/toxic_chat_train.jsonl || $(HEAD_EVAL) --data $(SHARED_DATA)/safety/toxic_chat_train.jsonl \
+		--head config/heads/jailbreak.json --text-field user_input --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
 
 clean:
 	cargo clean

@@ -24,6 +24,16 @@ fn small_model_success_head_is_binary_over_minilm() {
 }
 
 #[test]
+fn jailbreak_head_is_binary_over_minilm_and_the_demo_config_uses_it() {
+    let path = config_dir().join("heads/jailbreak.json");
+    let head = Head::load_for_dim(&path, MINILM_DIM).unwrap();
+    assert_eq!(head.labels(), ["0", "1"]);
+    assert_eq!(head.meta.label_field.as_deref(), Some("jailbreaking"));
+    let config = Config::load(&config_dir().join("vane.yaml")).unwrap();
+    assert_eq!(config.safety.jailbreak.expect("the demo detects jailbreaks").head, path);
+}
+
+#[test]
 fn the_documented_cost_aware_block_loads_with_the_demo_config() {
     // config/vane.yaml with the block from the README switched on (the demo ships it off).
     let dir = config_dir();
