@@ -39,7 +39,12 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("past", "future"),
 ];
 
-const NEGATIONS: &[&str] = &["not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "cannot"];
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "cannot", "unable", "non",
+    // Contractions typed without the apostrophe.
+    "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont", "wouldnt", "shouldnt", "couldnt",
+    "havent", "hasnt",
+];
 
 /// Words joining a "from → to" pair: their order is the question.
 const DIRECTIONAL: &[&str] = &["to", "into", "from", "vs", "versus", "than"];
@@ -120,8 +125,16 @@ fn numbers(text: &str) -> Vec<String> {
     out
 }
 
+/// Whether the text says "not" anywhere, except in the alternative "X or not?" / "why or why
+/// not?" (which asks both ways) and "no. 1" (a number).
 fn negated(words: &[String]) -> bool {
-    words.iter().any(|w| NEGATIONS.contains(&w.as_str()) || w.ends_with("n't") || w.starts_with("non-"))
+    words.iter().enumerate().any(|(i, w)| {
+        let negation = NEGATIONS.contains(&w.as_str()) || w.ends_with("n't") || w.starts_with("non-");
+        let before = |k: usize| i.checked_sub(k).map(|j| words[j].as_str());
+        let alternative = before(1) == Some("or") || (before(1) == Some("why") && before(2) == Some("or"));
+        let number = w == "no" && words.get(i + 1).is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
+        negation && !alternative && !number
+    })
 }
 
 /// Hashes, ids and long words: must be identical.
@@ -246,6 +259,8 @@ mod tests {
             ("How to make bread with yeast", "How to make bread without yeast", "negation"),
             ("What are examples of renewable energy?", "What are examples of non-renewable energy?", "negation"),
             ("Why doesn\u{2019}t my car start?", "Why does my car start?", "negation"),
+            ("Why dont cats like water?", "Why do cats like water?", "negation"),
+            ("Is it safe or is it not safe?", "Is it safe?", "negation"),
             ("What are the pros of nuclear power?", "What are the cons of nuclear power?", "opposite"),
             ("What are the best hairstyles for men?", "What are the best hairstyles for women?", "opposite"),
             ("What is the capital of France?", "What is the capital of Germany?", "names"),
@@ -270,6 +285,11 @@ mod tests {
             ("Convert 100 Fahrenheit to Celsius", "How much is 100 Fahrenheit in Celsius?"),
             // Whether a negation appears, not how many: both are negated.
             ("No, LOAD_HUB doesn't exist in version 2.10.0.", "LOAD_HUB is not available in version 2.10.0."),
+            ("Why can't I sleep at night?", "Why am I unable to sleep at night?"),
+            ("Why cant we reduce global warming?", "Why can't we reduce global warming?"),
+            // "Or not" asks both ways: no negation.
+            ("Is it safe to eat raw eggs? Why or why not?", "Is it safe to eat raw eggs?"),
+            ("Are mediums real or not?", "Are mediums real?"),
             // Spelled-out numbers are numbers; a number on one side only is an added detail.
             ("What are three habits of productive people?", "What are 3 habits of productive people?"),
             ("Is Crimea part of Russia now?", "Is Crimea a part of Russia as of 2016?"),
