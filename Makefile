@@ -14,13 +14,14 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench build wasm sidecar toolchain venv models lint unit e2e clean heads
+.PHONY: help run test bench build wasm sidecar toolchain venv models lint unit e2e clean heads cache-eval
 
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
 	@echo "make test   build and run every test (unit, in-process gRPC, end-to-end through Envoy)"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter) and Route RPC load"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
+	@echo "make cache-eval  precision/recall of the semantic cache per threshold, guard off/on (docs/cache-threshold.md)"
 
 run: toolchain venv models wasm
 	cargo build --release -p vane-embedder
@@ -100,6 +101,17 @@ heads: venv models
 		--text-field prompt --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
 	test ! -f $(SHARED_DATA)/safety/toxic_chat_train.jsonl || $(HEAD_EVAL) --data $(SHARED_DATA)/safety/toxic_chat_train.jsonl \
 		--head config/heads/jailbreak.json --text-field user_input --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
+
+# The semantic cache's hit rule (cosine >= threshold, guard agrees) on labelled pairs: the trap
+# set in config/cache_eval/, the GPTCache paraphrases and QQP dev (read from shared data, never
+# copied: non-commercial licence). docs/cache-threshold.md has the numbers. Not part of `make test`.
+PARAPHRASE ?= $(firstword $(wildcard shared/data/paraphrase ../shared/data/paraphrase /work/shared/data/paraphrase))
+CACHE_EVAL  = cargo run --release -p vane-embedder -- eval-cache --cache-embeddings target/embeddings --threads $(shell nproc)
+
+cache-eval: venv models
+	$(CACHE_EVAL) --pairs config/cache_eval/traps.jsonl
+	$(CACHE_EVAL) --pairs $(PARAPHRASE)/gptcache_mock_paraphrase_pairs.jsonl --q1-field origin --q2-field similar
+	$(CACHE_EVAL) --pairs $(PARAPHRASE)/qqp_pairs_dev.jsonl
 
 clean:
 	cargo clean

@@ -1,5 +1,6 @@
 //! The offline subcommands: `train` fits a classifier head on labelled JSONL, `eval` measures
-//! one, `eval-pii` measures the PII detector. (`serve` lives in main.rs.)
+//! one, `eval-pii` measures the PII detector, `eval-cache` the semantic cache's hit rule on
+//! labelled question pairs. (`serve` lives in main.rs.)
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +104,41 @@ pub struct EvalArgs {
     windowed: bool,
 }
 
+#[derive(Args)]
+pub struct EvalCacheArgs {
+    /// Labelled question pairs, one JSON object a line.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// The field holding the question already in the cache.
+    #[arg(long, default_value = "q1")]
+    q1_field: String,
+    /// The field holding the question asked.
+    #[arg(long, default_value = "q2")]
+    q2_field: String,
+    /// The field saying whether the two ask the same (1/0, true/false).
+    #[arg(long, default_value = "is_duplicate")]
+    label_field: String,
+    #[arg(long, env = "VANE_CONFIG", default_value = "config/vane.yaml")]
+    config: PathBuf,
+    /// Keep embeddings here so that re-runs skip the encoder.
+    #[arg(long)]
+    cache_embeddings: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads (overrides model.threads).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Measure this many pairs, chosen by a seeded shuffle (the same ones on every run).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Report the lowest threshold reaching this precision, guard off and on.
+    #[arg(long, default_value_t = 0.9)]
+    target_precision: f64,
+    /// Write each pair's similarity, label and guard verdict here (JSONL, input order).
+    #[arg(long)]
+    scores_out: Option<PathBuf>,
+}
+
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 pub enum KindArg {
     Auto,
@@ -124,6 +160,46 @@ pub fn eval_pii(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn eval_cache(args: EvalCacheArgs) -> anyhow::Result<()> {
+    use crate::cache::eval::{self as cache_eval, Fields, Scored};
+    let mut config = Config::load(&args.config)?;
+    if let Some(t) = args.threads {
+        config.model.threads = t.max(1);
+    }
+    let fields = Fields { cached: &args.q1_field, asked: &args.q2_field, label: &args.label_field };
+    let (all, skipped) = cache_eval::read_pairs(&args.pairs, &fields)?;
+    let pairs: Vec<_> = cache_eval::subsample(all.len(), args.limit, args.seed).into_iter().map(|i| all[i].clone()).collect();
+    eprintln!("{}: {} pairs ({} measured), {skipped} rows skipped (lacking {}, {} or {})", args.pairs.display(), all.len(), pairs.len(), args.q1_field, args.q2_field, args.label_field);
+    anyhow::ensure!(!pairs.is_empty(), "{}: no pairs to measure", args.pairs.display());
+    // Both sides in one list, so that one cache file holds the whole run.
+    let texts: Vec<&str> = pairs.iter().map(|p| p.cached.as_str()).chain(pairs.iter().map(|p| p.asked.as_str())).collect();
+    let (x, _) = embed_texts(&config, &texts, args.cache_embeddings.as_deref())?;
+    let (cached, asked) = x.split_at(pairs.len());
+    let scored: Vec<Scored> = pairs.iter().zip(cached.iter().zip(asked)).map(|(p, (a, b))| Scored::new(p, crate::model::cosine(a, b))).collect();
+    if let Some(out) = &args.scores_out {
+        let mut text = String::new();
+        for (p, s) in pairs.iter().zip(&scored) {
+            let row = serde_json::json!({"similarity": s.similarity, "duplicate": s.duplicate, "conflict": s.conflict, "q1": p.cached, "q2": p.asked});
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("scores written to {}", out.display());
+    }
+    print!("{}", cache_eval::render(&scored, config.cache.threshold, args.target_precision));
+    Ok(())
+}
+
+/// Embeds `texts` with the configured encoder, through the embedding cache when given one; also
+/// returns the encoder's dimension.
+fn embed_texts(config: &Config, texts: &[&str], cache_dir: Option<&Path>) -> anyhow::Result<(Vec<Vec<f32>>, usize)> {
+    let started = std::time::Instant::now();
+    let mut encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
+    eprintln!("encoder {} ready in {} ms ({} threads)", config.model.onnx.display(), started.elapsed().as_millis(), config.model.threads);
+    let salt = format!("max_tokens={}", config.model.max_tokens);
+    let cache = cache_dir.map(|dir| (dir, config.model.onnx.as_path(), salt.as_str()));
+    Ok((dataset::embed_all(&mut encoder, texts, config.model.max_batch.min(32), cache)?, encoder.dim()))
+}
 
 fn load_config(args: &DataArgs) -> anyhow::Result<Config> {
     let mut config = Config::load(&args.config)?;
@@ -149,14 +225,9 @@ fn load_and_embed(args: &DataArgs, config: &Config, text_fields: &[String], labe
     );
     let chosen = keep(&loaded.examples);
     let examples: Vec<Example> = chosen.into_iter().map(|i| loaded.examples[i].clone()).collect();
-    let started = std::time::Instant::now();
-    let mut encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
-    eprintln!("encoder {} ready in {} ms ({} threads)", config.model.onnx.display(), started.elapsed().as_millis(), config.model.threads);
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let salt = format!("max_tokens={}", config.model.max_tokens);
-    let cache = args.cache_embeddings.as_deref().map(|dir| (dir, config.model.onnx.as_path(), salt.as_str()));
-    let x = dataset::embed_all(&mut encoder, &texts, config.model.max_batch.min(32), cache)?;
-    Ok((examples, x, encoder.dim()))
+    let (x, dim) = embed_texts(config, &texts, args.cache_embeddings.as_deref())?;
+    Ok((examples, x, dim))
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {

@@ -293,7 +293,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { enabled: true, threshold: 0.9, ttl_seconds: 3600, max_entries: 10_000 }
+        CacheConfig { enabled: true, threshold: 0.93, ttl_seconds: 3600, max_entries: 10_000 }
     }
 }
 

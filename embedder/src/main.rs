@@ -1,6 +1,6 @@
 //! `vane-embedder`: the Vane sidecar. `serve` (the default) runs the gRPC router and the admin
 //! HTTP server until SIGINT/SIGTERM; `train` fits a classifier head on labelled JSONL and `eval`
-//! measures one.
+//! measures one; `eval-pii` and `eval-cache` measure the PII detector and the semantic cache.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use tracing::{error, info};
 
 use vane_embedder::admin::{self, AdminState};
 use vane_embedder::batching::{BatchPolicy, EmbedQueue};
-use vane_embedder::commands::{self, EvalArgs, TrainArgs};
+use vane_embedder::commands::{self, EvalArgs, EvalCacheArgs, TrainArgs};
 use vane_embedder::config::Config;
 use vane_embedder::metrics::Metrics;
 use vane_embedder::model::onnx::OnnxEncoder;
@@ -51,6 +51,9 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Measure the semantic cache's hit rule (cosine threshold + near-duplicate guard) on labelled
+    /// question pairs; the last line is `threshold=<t> precision=<p> recall=<r>` (default threshold, guard on).
+    EvalCache(EvalCacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train(args),
         Command::Eval(args) => commands::eval(args),
         Command::EvalPii { data } => commands::eval_pii(&data),
+        Command::EvalCache(args) => commands::eval_cache(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ def assert_hit(r):
     assert r.status == 200, r
     assert r.cache == "hit", r
     similarity = r.header("x-vane-similarity")
-    assert similarity is not None and 0.90 <= float(similarity) <= 1.0001, r
+    assert similarity is not None and 0.93 <= float(similarity) <= 1.0001, r
     assert r.header("x-mock-upstream") is None, r  # answered by Envoy itself
     return float(similarity)
 

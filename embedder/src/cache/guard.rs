@@ -1,15 +1,21 @@
 //! The near-duplicate guard: embeddings score "how do I turn on X" and "how do I turn off X" as
 //! the same question, so a semantic match must also survive a few exact checks on the words.
 //!
-//! A cached prompt and a new one conflict when they differ in
-//! - the numbers they contain (17 × 23 is not 17 × 24),
-//! - negation (one says "not"/"never"/"n't", the other does not),
-//! - a word for its opposite (on/off, begin/end, before/after, ...),
-//! - direction ("Fahrenheit to Celsius" against "Celsius to Fahrenheit"),
-//! - identifier-like tokens (hashes, ids, long words: the encoder maps words over 100 characters
-//!   to one unknown token, so it cannot tell them apart at all).
+//! A cached prompt and a new one conflict when
+//! - both mention numbers, and not the same ones (17 × 23 is not 17 × 24; "three" counts as 3);
+//!   a number on one side only is a detail added, not a different question,
+//! - one is negated and the other is not ("not", "never", "without", "n't", "non-...": whether any
+//!   appears, not how often, so "No, X doesn't exist" still matches "X is not there"),
+//! - a word is swapped for its opposite (on/off, begin/end, pros/cons, men/women, ...),
+//! - the direction is reversed ("Fahrenheit to Celsius" against "Celsius to Fahrenheit"),
+//! - identifier-like tokens differ (hashes, ids, long words: the encoder maps words over 100
+//!   characters to one unknown token, so it cannot tell them apart at all),
+//! - each names something the other never mentions (a capitalised word inside a sentence: Paris
+//!   against London, Python against Java); a name on one side only is a detail, not a swap,
+//! - they ask different things of the same subject: one asks who, when, where or why, the other
+//!   asks one of these too, but never the same ("Who invented X?" against "When was X invented?").
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 /// Pairs of words whose swap flips the meaning of a question.
 const OPPOSITES: &[(&str, &str)] = &[
@@ -21,28 +27,114 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("won", "lost"), ("north", "south"), ("east", "west"), ("hot", "cold"), ("positive", "negative"),
     ("above", "below"), ("inside", "outside"), ("first", "last"), ("more", "less"), ("allow", "deny"),
     ("lock", "unlock"), ("connect", "disconnect"), ("mount", "unmount"), ("show", "hide"), ("left", "right"),
+    ("pros", "cons"), ("advantage", "disadvantage"), ("advantages", "disadvantages"), ("good", "bad"), ("better", "worse"),
+    ("like", "dislike"), ("love", "hate"), ("like", "hate"), ("men", "women"), ("man", "woman"),
+    ("boy", "girl"), ("boys", "girls"), ("male", "female"), ("legal", "illegal"), ("possible", "impossible"),
+    ("agree", "disagree"), ("cheap", "expensive"), ("fast", "slow"), ("easy", "hard"), ("early", "late"),
+    ("dark", "light"), ("rich", "poor"), ("strong", "weak"), ("safe", "unsafe"), ("healthy", "unhealthy"),
+    ("long", "short"), ("big", "small"), ("old", "new"), ("young", "old"), ("ascending", "descending"),
+    ("uppercase", "lowercase"), ("input", "output"), ("send", "receive"), ("client", "server"), ("read", "write"),
+    ("include", "exclude"), ("accept", "reject"), ("pass", "fail"), ("profit", "loss"), ("parent", "child"),
+    ("prefix", "suffix"), ("top", "bottom"), ("internal", "external"), ("public", "private"), ("sync", "async"),
+    ("past", "future"),
 ];
 
-const NEGATIONS: &[&str] = &["not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "cannot"];
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "cannot", "unable", "non",
+    // Contractions typed without the apostrophe.
+    "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont", "wouldnt", "shouldnt", "couldnt",
+    "havent", "hasnt",
+];
 
 /// Words joining a "from → to" pair: their order is the question.
 const DIRECTIONAL: &[&str] = &["to", "into", "from", "vs", "versus", "than"];
 
+/// Question words that each ask for a different kind of answer (a person, a time, a place, a cause).
+const ASKS: &[&str] = &["who", "when", "where", "why"];
+
+/// Spelled-out numbers, compared as digits.
+const NUMBER_WORDS: &[(&str, &str)] = &[
+    ("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"), ("four", "4"), ("five", "5"), ("six", "6"), ("seven", "7"),
+    ("eight", "8"), ("nine", "9"), ("ten", "10"), ("eleven", "11"), ("twelve", "12"), ("twenty", "20"), ("thirty", "30"),
+    ("fifty", "50"), ("hundred", "100"), ("thousand", "1000"), ("million", "1000000"),
+];
+
+/// Function words: never a name, even capitalised ("What", "The").
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "was", "were", "be", "been", "do", "does",
+    "did", "i", "you", "he", "she", "it", "we", "they", "me", "my", "your", "our", "their", "his", "her", "its", "this",
+    "that", "these", "those", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "can", "could",
+    "should", "would", "will", "shall", "may", "might", "must", "have", "has", "had", "there", "here", "with", "at", "by",
+    "from", "as", "about", "into", "than", "then", "so", "if", "but", "not", "no", "any", "some", "all", "more", "most",
+    "very", "just", "also", "too",
+];
+
+fn normalise(text: &str) -> String {
+    // "x squared" and "x^2" are the same number; a typographic apostrophe is an apostrophe.
+    text.to_lowercase().replace(" squared", "^2").replace(" cubed", "^3").replace('\u{2019}', "'")
+}
+
 fn words(text: &str) -> Vec<String> {
-    // "x squared" and "x^2" are the same number.
-    let text = text.to_lowercase().replace(" squared", "^2").replace(" cubed", "^3");
-    text.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '.' || c == '_' || c == '-'))
-        .map(|w| w.trim_matches(|c: char| c == '.' || c == '\'' || c == '-').to_lowercase())
+    normalise(text)
+        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '.' || c == '_' || c == '-'))
+        .map(|w| w.trim_matches(|c: char| c == '.' || c == '\'' || c == '-').to_string())
         .filter(|w| !w.is_empty())
         .collect()
 }
 
-fn numbers(words: &[String]) -> Vec<&str> {
-    words.iter().filter(|w| w.chars().all(|c| c.is_ascii_digit() || c == '.') && w.chars().any(|c| c.is_ascii_digit())).map(String::as_str).collect()
+/// Every number in the text (digit runs, with inner dots: "2.10.0"; "20,000" is 20000), and the
+/// spelled-out ones, sorted.
+fn numbers(text: &str) -> Vec<String> {
+    let text = normalise(text);
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let glued = i > 0 && chars[i - 1].is_alphanumeric();
+        if chars[i].is_ascii_digit() && !glued {
+            let mut n = String::new();
+            while i < chars.len() {
+                let c = chars[i];
+                let inner = |j: usize| chars.get(j).is_some_and(char::is_ascii_digit);
+                if c.is_ascii_digit() || (c == '.' && inner(i + 1)) {
+                    n.push(c);
+                } else if !(c == ',' && inner(i + 1) && inner(i + 2) && inner(i + 3) && !inner(i + 4)) {
+                    break; // a thousands separator is skipped; any other comma ends the number
+                }
+                i += 1;
+            }
+            // "25th" is a number; "9f86d0" is an identifier (checked as one).
+            let letters: String = chars[i..].iter().take_while(|c| c.is_alphanumeric()).collect();
+            if letters.is_empty() || ["st", "nd", "rd", "th"].contains(&letters.as_str()) {
+                out.push(n);
+            }
+        } else if chars[i].is_alphanumeric() {
+            let start = i;
+            while i < chars.len() && chars[i].is_alphanumeric() {
+                i += 1;
+            }
+            let w: String = chars[start..i].iter().collect();
+            if let Some((_, d)) = NUMBER_WORDS.iter().find(|(name, _)| *name == w) {
+                out.push((*d).to_string());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
-fn negations(words: &[String]) -> usize {
-    words.iter().filter(|w| NEGATIONS.contains(&w.as_str()) || w.ends_with("n't")).count()
+/// Whether the text says "not" anywhere, except in the alternative "X or not?" / "why or why
+/// not?" (which asks both ways) and "no. 1" (a number).
+fn negated(words: &[String]) -> bool {
+    words.iter().enumerate().any(|(i, w)| {
+        let negation = NEGATIONS.contains(&w.as_str()) || w.ends_with("n't") || w.starts_with("non-");
+        let before = |k: usize| i.checked_sub(k).map(|j| words[j].as_str());
+        let alternative = before(1) == Some("or") || (before(1) == Some("why") && before(2) == Some("or"));
+        let number = w == "no" && words.get(i + 1).is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()));
+        negation && !alternative && !number
+    })
 }
 
 /// Hashes, ids and long words: must be identical.
@@ -60,14 +152,6 @@ fn identifiers(words: &[String]) -> Vec<&str> {
     ids
 }
 
-fn counts(words: &[String]) -> BTreeMap<&str, usize> {
-    let mut m = BTreeMap::new();
-    for w in words {
-        *m.entry(w.as_str()).or_insert(0) += 1;
-    }
-    m
-}
-
 /// "A to B" pairs, as (A, B).
 fn directions(words: &[String]) -> Vec<(&str, &str)> {
     words
@@ -77,20 +161,61 @@ fn directions(words: &[String]) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// Lowercase, without a possessive or plural "s": "Rome's" and "rome", "Tutorials" and "tutorial".
+fn stem(word: &str) -> String {
+    let w = word.to_lowercase();
+    if w.chars().count() > 3 && w.ends_with('s') && !w.ends_with("ss") { w[..w.len() - 1].to_string() } else { w }
+}
+
+/// The alphanumeric runs of the text, stemmed: what a name is looked up in.
+fn vocabulary(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(stem).collect()
+}
+
+/// Capitalised words that do not start a sentence, stemmed: names, mostly ("Paris", "Python").
+fn names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut sentence_start = true;
+    let mut word = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() {
+            word.push(c);
+            if chars.peek().is_some_and(|n| n.is_alphanumeric()) {
+                continue;
+            }
+            let first_upper = word.chars().next().is_some_and(char::is_uppercase);
+            if !sentence_start && first_upper && word != "I" && !STOPWORDS.contains(&word.to_lowercase().as_str()) {
+                out.insert(stem(&word));
+            }
+            sentence_start = false;
+            word.clear();
+        } else if matches!(c, '.' | '?' | '!' | ':' | ';' | '\n') {
+            // "Node.js", "2.10": a dot inside a word does not start a sentence.
+            sentence_start |= chars.peek().is_none_or(|n| n.is_whitespace());
+        }
+    }
+    out
+}
+
+fn asks(words: &[String]) -> BTreeSet<&str> {
+    words.iter().map(String::as_str).filter(|w| ASKS.contains(w)).collect()
+}
+
 /// Why two prompts that embed alike still ask different things; `None` when no rule fires.
 pub fn conflict(cached: &str, asked: &str) -> Option<&'static str> {
     let (a, b) = (words(cached), words(asked));
-    if numbers(&a) != numbers(&b) {
+    let (na, nb) = (numbers(cached), numbers(asked));
+    if !na.is_empty() && !nb.is_empty() && na != nb {
         return Some("numbers");
     }
-    if negations(&a) != negations(&b) {
+    if negated(&a) != negated(&b) {
         return Some("negation");
     }
-    let (ca, cb) = (counts(&a), counts(&b));
-    let has = |m: &BTreeMap<&str, usize>, w: &str| m.contains_key(w);
+    let (sa, sb): (BTreeSet<&str>, BTreeSet<&str>) = (a.iter().map(String::as_str).collect(), b.iter().map(String::as_str).collect());
     for (x, y) in OPPOSITES {
-        let flipped = |p: &BTreeMap<&str, usize>, q: &BTreeMap<&str, usize>| has(p, x) && !has(p, y) && has(q, y) && !has(q, x);
-        if flipped(&ca, &cb) || flipped(&cb, &ca) {
+        let flipped = |p: &BTreeSet<&str>, q: &BTreeSet<&str>| p.contains(x) && !p.contains(y) && q.contains(y) && !q.contains(x);
+        if flipped(&sa, &sb) || flipped(&sb, &sa) {
             return Some("opposite");
         }
     }
@@ -100,6 +225,15 @@ pub fn conflict(cached: &str, asked: &str) -> Option<&'static str> {
     }
     if identifiers(&a) != identifiers(&b) {
         return Some("identifier");
+    }
+    let (va, vb) = (vocabulary(cached), vocabulary(asked));
+    let only_in = |text: &str, other: &BTreeSet<String>| names(text).into_iter().any(|n| !other.contains(&n));
+    if only_in(cached, &vb) && only_in(asked, &va) {
+        return Some("names");
+    }
+    let (qa, qb) = (asks(&a), asks(&b));
+    if !qa.is_empty() && !qb.is_empty() && qa.is_disjoint(&qb) {
+        return Some("question");
     }
     None
 }
@@ -119,6 +253,21 @@ mod tests {
             ("Why is the sky blue?", "Why isn't the sky blue?", "negation"),
             ("Can I eat eggs when pregnant?", "Can I not eat eggs when pregnant?", "negation"),
             ("Explain digest 9f86d081884c7d659a2feaa0c55ad015", "Explain digest 60303ae22b998861bce3b28f33eec1be", "identifier"),
+            ("Is version 2.10.0 supported?", "Is version 2.11.0 supported?", "numbers"),
+            ("Can I make 20,000 a month betting?", "Can I make 400,000 a month betting?", "numbers"),
+            ("What are three habits of productive people?", "What are 4 habits of productive people?", "numbers"),
+            ("How to make bread with yeast", "How to make bread without yeast", "negation"),
+            ("What are examples of renewable energy?", "What are examples of non-renewable energy?", "negation"),
+            ("Why doesn\u{2019}t my car start?", "Why does my car start?", "negation"),
+            ("Why dont cats like water?", "Why do cats like water?", "negation"),
+            ("Is it safe or is it not safe?", "Is it safe?", "negation"),
+            ("What are the pros of nuclear power?", "What are the cons of nuclear power?", "opposite"),
+            ("What are the best hairstyles for men?", "What are the best hairstyles for women?", "opposite"),
+            ("What is the capital of France?", "What is the capital of Germany?", "names"),
+            ("How do I reverse a list in Python?", "How do I reverse a list in Java?", "names"),
+            ("What do people in Denver think of Austin?", "What do people in Seattle think of Austin?", "names"),
+            ("Who invented the telephone?", "When was the telephone invented?", "question"),
+            ("Why did carrier pigeons become extinct?", "When did carrier pigeons become extinct?", "question"),
         ] {
             assert_eq!(conflict(a, b), Some(why), "{a} / {b}");
             assert_eq!(conflict(b, a), Some(why), "{b} / {a}");
@@ -134,8 +283,42 @@ mod tests {
             ("What is 2 + 2?", "what is 2+2"),
             ("How do I turn on dark mode on my phone?", "How can I turn on my phone's dark mode?"),
             ("Convert 100 Fahrenheit to Celsius", "How much is 100 Fahrenheit in Celsius?"),
+            // Whether a negation appears, not how many: both are negated.
+            ("No, LOAD_HUB doesn't exist in version 2.10.0.", "LOAD_HUB is not available in version 2.10.0."),
+            ("Why can't I sleep at night?", "Why am I unable to sleep at night?"),
+            ("Why cant we reduce global warming?", "Why can't we reduce global warming?"),
+            // "Or not" asks both ways: no negation.
+            ("Is it safe to eat raw eggs? Why or why not?", "Is it safe to eat raw eggs?"),
+            ("Are mediums real or not?", "Are mediums real?"),
+            // Spelled-out numbers are numbers; a number on one side only is an added detail.
+            ("What are three habits of productive people?", "What are 3 habits of productive people?"),
+            ("Is Crimea part of Russia now?", "Is Crimea a part of Russia as of 2016?"),
+            ("Can I make 20,000 a month betting?", "Can I make 20000 a month betting?"),
+            ("What is the 25th anniversary gift?", "What's the gift for a 25th anniversary?"),
+            // A name on one side only is a detail, a name in other case or with "'s" the same one,
+            // and a capitalised sentence start or "Node.js" no name at all.
+            ("How do I enable JavaScript in Chrome?", "How to turn on javascript in Google Chrome?"),
+            ("Who was the first emperor of Rome?", "Who was Rome\u{2019}s first emperor?"),
+            ("How do I install Node.js on Windows?", "How can I install Node.js on Windows? Tell me."),
+            // One question word asked, the other side phrasing it without one.
+            ("Why did the Roman Empire fall?", "What caused the fall of the Roman Empire?"),
+            ("Who wrote Hamlet and when?", "When was Hamlet written and who wrote it?"),
         ] {
             assert_eq!(conflict(a, b), None, "{a} / {b}");
+            assert_eq!(conflict(b, a), None, "{b} / {a}");
         }
+    }
+
+    #[test]
+    fn numbers_read_digits_separators_and_words() {
+        assert_eq!(numbers("Version 2.10.0, 20,000 rows, 1,5 and twelve; the 3rd."), vec!["1", "12", "2.10.0", "20000", "3", "5"]);
+        assert_eq!(numbers("x squared"), vec!["2"]);
+        assert!(numbers("digest 9f86d0 of iPhone5, no numbers").is_empty(), "digits inside a word are an identifier");
+    }
+
+    #[test]
+    fn names_skip_sentence_starts_and_function_words() {
+        let n = names("What is Node.js? The runtime by Ryan Dahl. I like it. Is it on Windows's list?");
+        assert_eq!(n.into_iter().collect::<Vec<_>>(), vec!["dahl", "node", "ryan", "window"]);
     }
 }

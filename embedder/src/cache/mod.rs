@@ -6,6 +6,7 @@
 //! answered by the exact tier without running the encoder; otherwise the prompt embeddings
 //! must reach the similarity threshold.
 
+pub mod eval;
 pub mod guard;
 pub mod memory;
 
