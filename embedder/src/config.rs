@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sha2::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -23,6 +24,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Hash of the configuration that shapes cached answers ([`cache_epoch`]): part of every
+    /// cache key, so a changed encoder, routing or safety policy never serves older answers.
+    #[serde(skip)]
+    pub cache_epoch: String,
     #[serde(default)]
     pub server: ServerConfig,
     pub model: ModelConfig,
@@ -289,12 +294,22 @@ pub struct CacheConfig {
     pub ttl_seconds: u64,
     /// Beyond this many entries the oldest are evicted.
     pub max_entries: usize,
+    /// Per routing category: its own threshold, or `enabled: false` to never cache it.
+    pub categories: BTreeMap<String, CacheCategory>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { enabled: true, threshold: 0.93, ttl_seconds: 3600, max_entries: 10_000 }
+        CacheConfig { enabled: true, threshold: 0.93, ttl_seconds: 3600, max_entries: 10_000, categories: BTreeMap::new() }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheCategory {
+    pub threshold: Option<f32>,
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
 }
 
 mod defaults {
@@ -309,6 +324,28 @@ mod defaults {
     pub fn reasoning_effort() -> String { "medium".into() }
     pub fn cost() -> f64 { 1.0 }
     pub fn success_label() -> String { "1".into() }
+    pub fn enabled() -> bool { true }
+}
+
+/// Hash of the parts of a configuration that change what a cached answer would be: the encoder
+/// (model file, tokenizer, window), routing, safety and the cache's per-category rules. Comments,
+/// formatting, ports and performance knobs (threads, batching, device, cache sizes) are left out.
+pub fn cache_epoch(text: &str) -> String {
+    use serde_yaml_ng::Value;
+    const MODEL_KEYS: [&str; 3] = ["onnx", "tokenizer", "max_tokens"];
+    let doc: Value = serde_yaml_ng::from_str(text).unwrap_or(Value::Null);
+    let mut relevant = serde_yaml_ng::Mapping::new();
+    if let Some(model) = doc.get("model").and_then(Value::as_mapping) {
+        let kept: serde_yaml_ng::Mapping = model.iter().filter(|(k, _)| k.as_str().is_some_and(|k| MODEL_KEYS.contains(&k))).map(|(k, v)| (k.clone(), v.clone())).collect();
+        relevant.insert("model".into(), Value::Mapping(kept));
+    }
+    for key in ["routing", "safety"] {
+        relevant.insert(key.into(), doc.get(key).cloned().unwrap_or(Value::Null));
+    }
+    relevant.insert("cache.categories".into(), doc.get("cache").and_then(|c| c.get("categories")).cloned().unwrap_or(Value::Null));
+    let canonical = serde_yaml_ng::to_string(&relevant).unwrap_or_default();
+    let digest = sha2::Sha256::digest(canonical.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl Config {
@@ -326,6 +363,7 @@ impl Config {
             ConfigError::Parse { path: if path == "." { "config".into() } else { path }, message: e.into_inner().to_string() }
         })?;
         config.validate()?;
+        config.cache_epoch = cache_epoch(text);
         for p in [&mut config.model.onnx, &mut config.model.tokenizer] {
             *p = base.join(&*p);
         }
@@ -401,6 +439,11 @@ impl Config {
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());
         check(c.ttl_seconds >= 1, "cache.ttl_seconds: must be at least 1".into());
         check(c.max_entries >= 1, "cache.max_entries: must be at least 1".into());
+        for (name, cat) in &c.categories {
+            if let Some(t) = cat.threshold {
+                check(t > 0.0 && t <= 1.0, format!("cache.categories.{name}.threshold: must be in (0, 1]"));
+            }
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errors)) }
     }
 }
@@ -419,6 +462,35 @@ routing:
 
     fn err(text: &str) -> String {
         Config::parse(text, Path::new("/etc/vane")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_cache_epoch_follows_what_shapes_answers_only() {
+        let epoch = |text: &str| Config::parse(text, Path::new("/etc/vane")).unwrap().cache_epoch;
+        let base = epoch(GOOD);
+        assert_eq!(base.len(), 16);
+        let same = [
+            GOOD.replace("model: { onnx: m.onnx, tokenizer: t.json }", "# a comment\nmodel: { onnx: m.onnx, tokenizer: t.json, threads: 4, max_batch: 8 }"),
+            format!("{GOOD}server: {{ grpc: 127.0.0.1:1, admin: 127.0.0.1:2 }}\ncache: {{ ttl_seconds: 5, max_entries: 9, threshold: 0.95 }}\n"),
+        ];
+        for text in same {
+            assert_eq!(epoch(&text), base, "{text}");
+        }
+        let changed = [
+            GOOD.replace("m.onnx", "fp32.onnx"),
+            GOOD.replace("math-model", "big-model"),
+            format!("{GOOD}safety: {{ pii: {{ action: block }} }}\n"),
+            format!("{GOOD}cache: {{ categories: {{ math: {{ enabled: false }} }} }}\n"),
+        ];
+        for text in changed {
+            assert_ne!(epoch(&text), base, "{text}");
+        }
+    }
+
+    #[test]
+    fn cache_category_thresholds_are_checked() {
+        assert!(err(&format!("{GOOD}cache: {{ categories: {{ math: {{ threshold: 1.5 }} }} }}\n")).contains("cache.categories.math.threshold"));
+        assert!(err(&format!("{GOOD}cache: {{ categories: {{ math: {{ thresold: 0.9 }} }} }}\n")).contains("thresold"));
     }
 
     #[test]

@@ -103,7 +103,7 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
             // Without TCP_NODELAY each small reply waits for a delayed ACK: ~40 ms per request.
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), shutdown());
         ready.store(true, Ordering::Release);
-        info!(grpc = %config.server.grpc, admin = %config.server.admin, "serving");
+        info!(grpc = %config.server.grpc, admin = %config.server.admin, cache_epoch = %config.cache_epoch, "serving");
         let (a, g) = tokio::join!(admin, grpc);
         a.context("admin server")?;
         g.context("gRPC server")?;

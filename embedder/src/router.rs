@@ -8,6 +8,7 @@ use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteR
 
 use crate::batching::{EmbedError, EmbedQueue};
 use crate::cache::memory::MemoryCache;
+use crate::cache::policy::CachePolicy;
 use crate::cache::guard;
 use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::completion;
@@ -29,6 +30,9 @@ pub struct Router {
     jailbreak: Option<Jailbreak>,
     embedder: EmbedQueue,
     cache: Option<MemoryCache>,
+    cache_policy: CachePolicy,
+    /// Part of every cache key: see [`crate::config::cache_epoch`].
+    cache_epoch: String,
     tickets: Tickets,
     metrics: Metrics,
 }
@@ -36,8 +40,14 @@ pub struct Router {
 impl Router {
     pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> anyhow::Result<Router> {
         let routing = Routing::build(&config.routing, &embedder).await?;
+        let cache_policy = CachePolicy::new(&config.cache);
+        if let Some(unknown) = cache_policy.categories().find(|name| !routing.can_assign(name)) {
+            anyhow::bail!("cache.categories: '{unknown}' is not a routing category (configured, a head label, or 'default')");
+        }
+        // The index returns candidates down to the loosest category's threshold; each request's
+        // own threshold is applied to the hit.
         let cache = config.cache.enabled.then(|| {
-            MemoryCache::new(config.cache.threshold, Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
+            MemoryCache::new(cache_policy.floor(), Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
         });
         let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(anyhow::Error::msg)?;
         let jailbreak = match &config.safety.jailbreak {
@@ -49,7 +59,7 @@ impl Router {
             }
             None => None,
         };
-        Ok(Router { routing, pii, jailbreak, embedder, cache, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+        Ok(Router { routing, pii, jailbreak, embedder, cache, cache_policy, cache_epoch: config.cache_epoch.clone(), tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
     }
 
     pub fn routing(&self) -> &Routing {
@@ -75,7 +85,7 @@ impl Router {
         }
         let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
-        let fingerprint = Fingerprint::of(&req.context);
+        let fingerprint = Fingerprint::within(&self.cache_epoch, &req.context);
         let prompt = PromptKey::of(&req.prompt);
         let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
         // Exact tier first: an identical request is answered without running the encoder. This
@@ -119,8 +129,19 @@ impl Router {
                 }
             }
         }
-        // A flagged request is neither answered from the cache (the flag would be lost) nor stored.
-        let (lookup, use_cache) = if flagged.is_some() { (None, false) } else { (lookup, use_cache) };
+        // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
+        // nor is a request of a category that is never cached.
+        let threshold = if self.cache.is_some() && self.cache_policy.needs_category() {
+            let category = match &routed_decision {
+                Some(r) => r.decision.category.clone(),
+                None => self.routing.decide(&embedding, None).category,
+            };
+            self.cache_policy.threshold(Some(&category))
+        } else {
+            self.cache_policy.threshold(None)
+        };
+        let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
+        let threshold = threshold.unwrap_or(1.0);
 
         if let Some(cache) = lookup {
             // Near-duplicates that ask something else (negation, other numbers, ...) are not hits.
@@ -131,7 +152,7 @@ impl Router {
                 }
                 None => true,
             };
-            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now(), accept);
+            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now(), accept).filter(|h| h.similarity >= threshold);
             self.metrics.cache_lookup("semantic", hit.is_some());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers import chat_body, sse_chunks, sse_events
+from helpers import chat_body, demo_config_variant, sse_chunks, sse_events
 
 MATH = "What is the integral of x squared?"
 ROME = "Who was the first emperor of Rome?"
@@ -159,3 +159,25 @@ def test_question_with_a_different_answer_is_not_a_hit(vane, cached, asked):
     r = vane.chat(asked)
     assert r.status == 200, r
     assert r.cache == "miss", r
+
+
+def test_categories_can_tighten_the_threshold_or_never_be_cached(make_stack, tmp_path):
+    config = demo_config_variant(tmp_path, "vane-cache-categories.yaml", cache=(
+        "  categories:\n"
+        "    history: { threshold: 0.99 }      # 'Who was Rome's first emperor?' scores 0.965\n"
+        "    programming: { enabled: false }\n"))
+    v = make_stack(sidecar_config=config)
+    v.chat_stored(ROME)
+    assert assert_hit(v.chat(ROME)) == 1.0, "an exact repeat passes any threshold"
+    r = v.chat("Who was Rome's first emperor?")
+    assert r.status == 200 and r.cache == "miss", r
+    # Never cached: the repeat goes upstream again and nothing is stored.
+    code = "How do I reverse a linked list in Python?"
+    for _ in range(2):
+        r = v.chat(code)
+        assert r.status == 200 and r.cache == "miss", r
+        v.assert_not_cached(chat_body(code))
+    assert len(v.upstream_requests("general-model")) == 4  # Rome, its paraphrase, the code question twice
+    # Other categories keep the global threshold.
+    v.chat_stored(MATH)
+    assert 0.93 <= assert_hit(v.chat("what is the integral of x squared")) < 1.0

@@ -58,7 +58,7 @@ def test_a_jailbreak_inside_a_long_prompt_is_found(vane):
 
 def test_flag_forwards_with_the_score_and_never_caches(make_stack, tmp_path):
     config = demo_config_variant(tmp_path, "vane-jailbreak-flag.yaml",
-                                 "  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, action: flag }\n")
+                                 safety="  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, action: flag }\n")
     v = make_stack(sidecar_config=config)
     for _ in range(2):
         r = v.chat(JAILBREAK)

@@ -22,7 +22,7 @@ JAILBREAK = """  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, actio
 
 def config_with_pii(tmp_path: Path, action: str) -> Path:
     """config/vane.yaml with a PII policy beside its jailbreak detection."""
-    return demo_config_variant(tmp_path, f"vane-pii-{action}.yaml", JAILBREAK + f"""  pii:
+    return demo_config_variant(tmp_path, f"vane-pii-{action}.yaml", safety=JAILBREAK + f"""  pii:
     action: {action}
     models:
       math-model: {{ allow: [all] }}

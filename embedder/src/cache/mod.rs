@@ -9,6 +9,7 @@
 pub mod eval;
 pub mod guard;
 pub mod memory;
+pub mod policy;
 
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,16 @@ pub struct Fingerprint([u8; 32]);
 impl Fingerprint {
     pub fn of(context: &str) -> Fingerprint {
         Fingerprint(Sha256::digest(context.as_bytes()).into())
+    }
+
+    /// The fingerprint of a context under a configuration epoch: entries written under another
+    /// configuration never match.
+    pub fn within(epoch: &str, context: &str) -> Fingerprint {
+        let mut hasher = Sha256::new();
+        hasher.update(epoch.as_bytes());
+        hasher.update([0]);
+        hasher.update(context.as_bytes());
+        Fingerprint(hasher.finalize().into())
     }
 }
 
