@@ -4,6 +4,7 @@ client can bypass the cache."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -181,3 +182,15 @@ def test_categories_can_tighten_the_threshold_or_never_be_cached(make_stack, tmp
     # Other categories keep the global threshold.
     v.chat_stored(MATH)
     assert 0.93 <= assert_hit(v.chat("what is the integral of x squared")) < 1.0
+
+
+def test_entries_expire_after_the_ttl(make_stack, tmp_path):
+    config = demo_config_variant(tmp_path, "vane-cache-ttl.yaml", cache="  ttl_seconds: 1\n")
+    config.write_text(config.read_text().replace("  ttl_seconds: 3600\n", ""))
+    v = make_stack(sidecar_config=config)
+    v.chat_stored(MATH)
+    assert_hit(v.chat(MATH))
+    time.sleep(1.2)
+    r = v.chat(MATH)
+    assert r.status == 200 and r.cache == "miss", r
+    assert len(v.upstream_requests("math-model")) == 2

@@ -2,9 +2,14 @@
 passed to the client as they are and never served again from the cache."""
 from __future__ import annotations
 
+import http.client
+import json
+import socket
+import time
+
 import pytest
 
-from helpers import chat_body, post_json, sse_chunks, sse_events
+from helpers import chat_body, post_json, sse_chunks, sse_content, sse_events
 
 MATH = "Solve 2x + 5 = 17 for x."
 
@@ -85,3 +90,22 @@ def test_answer_over_max_response_bytes_is_not_cached(make_stack):
     r = v.chat(short)  # control: a small answer is cached
     assert r.status == 200 and len(r.body) < 600, r
     v.wait_cached(chat_body(short))
+
+
+def test_a_stream_the_client_abandons_is_not_cached(vane):
+    # A long answer: one chunk per word, 20 ms apart, so the stream outlives the client.
+    prompt = "Repeat these words: " + " ".join(f"word{i}" for i in range(60))
+    body = chat_body(prompt, stream=True)
+    conn = http.client.HTTPConnection("127.0.0.1", vane.stack.envoy_port, timeout=10)
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), dict(vane.headers()))
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("x-vane-cache") == "miss"
+    assert resp.read1(256)  # the first events, then the client goes away
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    time.sleep(1.6)  # longer than the whole stream would have taken
+    vane.assert_not_cached(chat_body(prompt, stream=True))
+    # Control: read to the end, the same request is stored.
+    r = vane.post(body)
+    assert r.status == 200 and sse_content(r.body).endswith("word59"), r
+    vane.wait_cached(body)
