@@ -250,13 +250,18 @@ pub struct CacheConfig {
     /// Cosine similarity between prompts at or above which a cached answer is served.
     pub threshold: f32,
     pub ttl_seconds: u64,
-    /// Beyond this many entries the oldest are evicted.
+    /// Beyond this many entries one is evicted per insertion, chosen by `eviction`.
     pub max_entries: usize,
+    pub eviction: crate::cache::eviction::Policy,
+    /// Where the embedded cache is saved at shutdown (and every `snapshot_interval_seconds`,
+    /// 0 = only at shutdown) and loaded from at start; none by default.
+    pub snapshot: Option<PathBuf>,
+    pub snapshot_interval_seconds: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { enabled: true, threshold: 0.9, ttl_seconds: 3600, max_entries: 10_000 }
+        CacheConfig { enabled: true, threshold: 0.9, ttl_seconds: 3600, max_entries: 10_000, eviction: Default::default(), snapshot: None, snapshot_interval_seconds: 300 }
     }
 }
 
@@ -297,6 +302,9 @@ impl Config {
         }
         if let Some(c) = &mut config.routing.cost_aware {
             c.head = base.join(&c.head);
+        }
+        if let Some(p) = &mut config.cache.snapshot {
+            *p = base.join(&*p);
         }
         Ok(config)
     }
@@ -354,6 +362,9 @@ impl Config {
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());
         check(c.ttl_seconds >= 1, "cache.ttl_seconds: must be at least 1".into());
         check(c.max_entries >= 1, "cache.max_entries: must be at least 1".into());
+        if let Some(p) = &c.snapshot {
+            check(p.file_name().is_some(), format!("cache.snapshot: '{}' is not a file path", p.display()));
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errors)) }
     }
 }
@@ -382,6 +393,9 @@ routing:
         assert!(c.cache.enabled);
         assert_eq!(c.server.grpc.port(), 50051);
         assert_eq!(c.routing.head, None);
+        assert_eq!((c.cache.eviction, &c.cache.snapshot), (crate::cache::eviction::Policy::Lru, &None));
+        let c = Config::parse(&format!("{GOOD}cache: {{ eviction: lfu, snapshot: state/cache.snap }}"), Path::new("/etc/vane")).unwrap();
+        assert_eq!((c.cache.eviction, c.cache.snapshot), (crate::cache::eviction::Policy::Lfu, Some(PathBuf::from("/etc/vane/state/cache.snap"))));
         let c = Config::parse(&GOOD.replace("routing:\n", "routing:\n  head: heads/h.json\n"), Path::new("/etc/vane")).unwrap();
         assert_eq!(c.routing.head, Some(PathBuf::from("/etc/vane/heads/h.json")));
     }
@@ -393,6 +407,8 @@ routing:
         assert!(e.starts_with("cache.threshold"), "{e}");
         let e = err(&format!("{GOOD}cache: {{ ttl: 5 }}"));
         assert!(e.contains("cache") && e.contains("ttl"), "{e}");
+        let e = err(&format!("{GOOD}cache: {{ eviction: random }}"));
+        assert!(e.starts_with("cache.eviction") && e.contains("lru"), "{e}");
         let e = err(&GOOD.replace("examples: [\"solve x\"]", "examples: 3"));
         assert!(e.starts_with("routing.categories[0].examples"), "{e}");
     }

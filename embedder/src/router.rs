@@ -1,14 +1,16 @@
 //! One Route call: exact cache tier, then one encoder pass that feeds the semantic tier and the
 //! routing decision ([`crate::routing`]); Store caches the answer under the ticket Route issued.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
 
 use crate::batching::{EmbedError, EmbedQueue};
 use crate::cache::memory::MemoryCache;
 use crate::cache::guard;
+use crate::cache::snapshot::SnapshotError;
 use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::completion;
 use crate::config::Config;
@@ -27,6 +29,8 @@ pub struct Router {
     pii: Option<PiiPolicy>,
     embedder: EmbedQueue,
     cache: Option<MemoryCache>,
+    /// Where the cache is saved and restored (`cache.snapshot`).
+    snapshot: Option<PathBuf>,
     tickets: Tickets,
     metrics: Metrics,
 }
@@ -34,11 +38,24 @@ pub struct Router {
 impl Router {
     pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> anyhow::Result<Router> {
         let routing = Routing::build(&config.routing, &embedder).await?;
-        let cache = config.cache.enabled.then(|| {
-            MemoryCache::new(config.cache.threshold, Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
-        });
+        let c = &config.cache;
+        let cache = c.enabled.then(|| MemoryCache::new(c.threshold, Duration::from_secs(c.ttl_seconds), c.max_entries).with_eviction(c.eviction));
+        let snapshot = if c.enabled { c.snapshot.clone() } else { None };
+        if let (Some(cache), Some(path)) = (&cache, &snapshot) {
+            restore(cache, path, embedder.dim());
+        }
         let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(anyhow::Error::msg)?;
-        Ok(Router { routing, pii, embedder, cache, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+        Ok(Router { routing, pii, embedder, cache, snapshot, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+    }
+
+    /// Writes the cache to `cache.snapshot`, if configured; a failure is logged, never fatal.
+    pub fn save_cache(&self) {
+        let (Some(cache), Some(path)) = (&self.cache, &self.snapshot) else { return };
+        let started = Instant::now();
+        match cache.save(path, self.embedder.dim(), Instant::now()) {
+            Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot written"),
+            Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot not written"),
+        }
     }
 
     pub fn routing(&self) -> &Routing {
@@ -205,6 +222,16 @@ impl Router {
         let body = body.map_err(|e| e.label())?;
         cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now());
         Ok(())
+    }
+}
+
+/// Loads a snapshot into the (empty) cache; a missing, corrupt or mismatched one leaves it empty.
+fn restore(cache: &MemoryCache, path: &std::path::Path, dim: usize) {
+    let started = Instant::now();
+    match cache.load(path, dim, Instant::now()) {
+        Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot loaded"),
+        Err(SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => info!(path = %path.display(), "no cache snapshot yet"),
+        Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot ignored, starting empty"),
     }
 }
 

@@ -6,8 +6,11 @@
 //! answered by the exact tier without running the encoder; otherwise the prompt embeddings
 //! must reach the similarity threshold.
 
+pub mod eviction;
 pub mod guard;
+pub mod index;
 pub mod memory;
+pub mod snapshot;
 
 use sha2::{Digest, Sha256};
 
@@ -25,6 +28,14 @@ pub struct Fingerprint([u8; 32]);
 impl Fingerprint {
     pub fn of(context: &str) -> Fingerprint {
         Fingerprint(Sha256::digest(context.as_bytes()).into())
+    }
+
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Fingerprint {
+        Fingerprint(bytes)
     }
 }
 
