@@ -8,9 +8,10 @@
 //! Half the lookups are near copies of a stored prompt (cosine ≈ 0.96, a hit), half random (a
 //! miss); `recall` is the share of the hit lookups that found their source entry.
 //! `--crossover` also times a flat scan against an HNSW search at group sizes 256..8192, which
-//! is how `GRAPH_FROM` was chosen.
+//! is how `GRAPH_FROM` was chosen. `--snapshot` also times writing the cache to a snapshot (in
+//! the temp dir) and loading it into a fresh cache (which rebuilds the indexes).
 //!
-//! `cargo run --release -p vane-embedder --example cache_bench -- [--sizes 10000,100000,1000000] [--groups 1000] [--lookups 2000] [--one-max N] [--crossover]`
+//! `cargo run --release -p vane-embedder --example cache_bench -- [--sizes 10000,100000,1000000] [--groups 1000] [--lookups 2000] [--one-max N] [--crossover] [--snapshot]`
 //! (`--one-max`: the one-group layout only up to N entries: building one 1M-vector graph
 //! through the cache's single lock takes tens of minutes on 2 cores).
 //!
@@ -65,7 +66,7 @@ fn group(i: usize, groups: usize) -> (Partition, Fingerprint) {
     (Partition { tenant: format!("tenant-{}", g % 50), model: "auto".into() }, Fingerprint::of(&format!("system prompt {g}")))
 }
 
-fn run(size: usize, groups: usize, lookups: usize) {
+fn run(size: usize, groups: usize, lookups: usize, snapshot: bool) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ size as u64 ^ (groups as u64) << 32);
     let cache = MemoryCache::new(THRESHOLD, Duration::from_secs(3600), size);
     let now = Instant::now();
@@ -98,9 +99,10 @@ fn run(size: usize, groups: usize, lookups: usize) {
         }
     }
     times.sort();
+    let snap = if snapshot { time_snapshot(&cache, now) } else { String::new() };
     let layout = if groups == 1 { "one".to_string() } else { format!("spread/{groups}") };
     println!(
-        "{:>9} {:>11} {:>9.0} {:>9.0} {:>9.0} {:>7.3} {:>6} {:>10.0} {:>8}",
+        "{:>9} {:>11} {:>9.0} {:>9.0} {:>9.0} {:>7.3} {:>6} {:>10.0} {:>8} {snap}",
         size,
         layout,
         percentile(&times, 0.5),
@@ -111,6 +113,22 @@ fn run(size: usize, groups: usize, lookups: usize) {
         size as f64 / insert_s,
         rss_mib()
     );
+}
+
+/// Writes the cache to a snapshot and loads it into a fresh one: "save_ms load_ms MiB".
+fn time_snapshot(cache: &MemoryCache, now: Instant) -> String {
+    let path = std::env::temp_dir().join(format!("cache_bench-{}.snap", std::process::id()));
+    let t = Instant::now();
+    let saved = cache.save(&path, DIM, now).expect("snapshot written");
+    let save_ms = t.elapsed().as_millis();
+    let mib = std::fs::metadata(&path).map_or(0, |m| m.len() >> 20);
+    let restored = MemoryCache::new(THRESHOLD, Duration::from_secs(3600), saved);
+    let t = Instant::now();
+    let loaded = restored.load(&path, DIM, now).expect("snapshot loaded");
+    let load_ms = t.elapsed().as_millis();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!((loaded, restored.len()), (saved, saved));
+    format!("{save_ms:>8} {load_ms:>8} {mib:>9}")
 }
 
 /// Flat scan against HNSW search at growing group sizes, one group.
@@ -146,7 +164,7 @@ fn crossover() {
 
 fn main() {
     let mut sizes = vec![10_000, 100_000, 1_000_000];
-    let (mut groups, mut lookups, mut cross, mut one_max) = (1000, 2000, false, usize::MAX);
+    let (mut groups, mut lookups, mut cross, mut one_max, mut snapshot) = (1000, 2000, false, usize::MAX, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -154,6 +172,7 @@ fn main() {
             "--groups" => groups = args.next().and_then(|s| s.parse().ok()).expect("--groups N"),
             "--lookups" => lookups = args.next().and_then(|s| s.parse().ok()).expect("--lookups N"),
             "--crossover" => cross = true,
+            "--snapshot" => snapshot = true,
             "--one-max" => one_max = args.next().and_then(|s| s.parse().ok()).expect("--one-max N"),
             other => panic!("unknown argument {other}"),
         }
@@ -161,11 +180,12 @@ fn main() {
     if cross {
         crossover();
     }
-    println!("{:>9} {:>11} {:>9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>8}", "entries", "layout", "p50_us", "p99_us", "max_us", "recall", "wrong", "inserts/s", "rss_mib");
+    let snap_columns = if snapshot { format!("{:>8} {:>8} {:>9}", "save_ms", "load_ms", "snap_mib") } else { String::new() };
+    println!("{:>9} {:>11} {:>9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>8} {snap_columns}", "entries", "layout", "p50_us", "p99_us", "max_us", "recall", "wrong", "inserts/s", "rss_mib");
     for &size in &sizes {
-        run(size, groups, lookups);
+        run(size, groups, lookups, snapshot);
         if size <= one_max {
-            run(size, 1, lookups);
+            run(size, 1, lookups, snapshot);
         }
     }
 }

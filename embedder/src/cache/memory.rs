@@ -56,6 +56,7 @@ impl MemoryCache {
         MemoryCache { inner: Mutex::default(), threshold, ttl, max_entries: max_entries.max(1) }.with_eviction(Policy::default())
     }
 
+    /// Before any insertion.
     pub fn with_eviction(self, policy: Policy) -> MemoryCache {
         self.lock().eviction = Eviction::new(policy);
         self
@@ -164,6 +165,8 @@ impl MemoryCache {
     }
 
     /// Writes the live entries, first-to-evict first, with their remaining TTL; returns how many.
+    /// Lookups wait meanwhile: the lock is held while writing (`cache_bench --snapshot`: 70 ms
+    /// for 10k entries, 650 ms for 100k).
     pub fn save(&self, path: &Path, dim: usize, now: Instant) -> Result<usize, SnapshotError> {
         let inner = self.lock();
         let live = |id: &u64| inner.entries.get(id).filter(|e| e.expires > now).map(|e| (*id, e));
@@ -192,7 +195,7 @@ impl MemoryCache {
             self.insert_locked(&mut inner, (s.partition, s.fingerprint), s.text, &s.embedding, s.completion, now, expires);
             loaded += 1;
         }
-        Ok(loaded.min(inner.entries.len()))
+        Ok(loaded)
     }
 }
 
