@@ -4,6 +4,7 @@ client can bypass the cache."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,23 @@ def test_question_with_a_different_answer_is_not_a_hit(vane, cached, asked):
     r = vane.chat(asked)
     assert r.status == 200, r
     assert r.cache == "miss", r
+
+
+def test_the_cache_survives_a_sidecar_restart_through_its_snapshot(make_stack, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "config" / "vane.yaml").read_text()
+    text = text.replace("../models/", f"{root}/models/").replace("head: heads/", f"head: {root}/config/heads/")
+    snapshot = tmp_path / "cache.snap"
+    text = text.replace("  max_entries: 10000\n", f"  max_entries: 10000\n  snapshot: {snapshot}\n  snapshot_interval_seconds: 0\n")
+    config = tmp_path / "vane.yaml"
+    config.write_text(text)
+    v = make_stack(sidecar_config=config)
+    first = v.chat_stored(ROME)
+    v.stack.stop_sidecar()  # SIGTERM: the sidecar writes its snapshot on the way out
+    assert snapshot.stat().st_size > 0
+    v.stack.start_sidecar()
+    v.reset_upstreams()
+    r = v.chat("Who was Rome's first emperor?")
+    assert_hit(r)
+    assert r.body == first.body
+    assert v.upstream_count() == 0
