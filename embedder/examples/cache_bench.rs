@@ -8,7 +8,8 @@
 //! Half the lookups are near copies of a stored prompt (cosine ≈ 0.96, a hit), half random (a
 //! miss); `recall` is the share of the hit lookups that found their source entry.
 //! `--crossover` also times a flat scan against an HNSW search at group sizes 256..8192, which
-//! is how `GRAPH_FROM` was chosen. `--snapshot` also times writing the cache to a snapshot (in
+//! is how `GRAPH_FROM` was chosen, and searches one global 20k-vector graph with a group filter
+//! (the design not taken) for groups of 10%, 1% and 0.1% of it. `--snapshot` also times writing the cache to a snapshot (in
 //! the temp dir) and loading it into a fresh cache (which rebuilds the indexes).
 //!
 //! `cargo run --release -p vane-embedder --example cache_bench -- [--sizes 10000,100000,1000000] [--groups 1000] [--lookups 2000] [--one-max N] [--crossover] [--snapshot]`
@@ -20,6 +21,7 @@
 
 use std::time::{Duration, Instant};
 
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use vane_embedder::cache::index::{Flat, Graph, dot};
 use vane_embedder::cache::memory::MemoryCache;
 use vane_embedder::cache::{Fingerprint, Partition};
@@ -115,6 +117,35 @@ fn run(size: usize, groups: usize, lookups: usize, snapshot: bool) {
     );
 }
 
+/// The alternative to one index per group: one global HNSW graph searched with a predicate on
+/// the group. Recall = share of near copies whose source entry came back first.
+fn filtered_global(total: usize) {
+    println!("{:>7} {:>7} {:>10} {:>12} {:>12} {:>7}", "total", "groups", "group_size", "p50_us", "p99_us", "recall");
+    let mut rng = Rng(11);
+    let options = IndexOptions { dimensions: DIM, metric: MetricKind::IP, quantization: ScalarKind::F16, connectivity: 16, expansion_add: 128, expansion_search: 64, multi: false };
+    let index = Index::new(&options).unwrap();
+    index.reserve(total).unwrap();
+    let vectors: Vec<Vec<f32>> = (0..total).map(|_| rng.unit()).collect();
+    for (i, v) in vectors.iter().enumerate() {
+        index.add(i as u64, v).unwrap();
+    }
+    for groups in [10, 100, 1000] {
+        let mut times = Vec::new();
+        let mut found = 0;
+        for _ in 0..500 {
+            let i = (rng.next() as usize) % total;
+            let q = rng.near(&vectors[i]);
+            let g = i % groups;
+            let t = Instant::now();
+            let m = index.filtered_search(&q, 8, |key| key as usize % groups == g).unwrap();
+            times.push(t.elapsed());
+            found += usize::from(m.keys.first() == Some(&(i as u64)));
+        }
+        times.sort();
+        println!("{total:>7} {groups:>7} {:>10} {:>12.0} {:>12.0} {:>7.3}", total / groups, percentile(&times, 0.5), percentile(&times, 0.99), found as f64 / 500.0);
+    }
+}
+
 /// Writes the cache to a snapshot and loads it into a fresh one: "save_ms load_ms MiB".
 fn time_snapshot(cache: &MemoryCache, now: Instant) -> String {
     let path = std::env::temp_dir().join(format!("cache_bench-{}.snap", std::process::id()));
@@ -179,6 +210,7 @@ fn main() {
     }
     if cross {
         crossover();
+        filtered_global(20_000);
     }
     let snap_columns = if snapshot { format!("{:>8} {:>8} {:>9}", "save_ms", "load_ms", "snap_mib") } else { String::new() };
     println!("{:>9} {:>11} {:>9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>8} {snap_columns}", "entries", "layout", "p50_us", "p99_us", "max_us", "recall", "wrong", "inserts/s", "rss_mib");

@@ -5,7 +5,10 @@
 //! see its own group, and most groups are small (one tenant × model × conversation context). A
 //! filtered HNSW search over a global graph walks the neighbours of the query whatever group
 //! they belong to, so when the group is a tiny fraction of the graph it either visits most of the
-//! graph or misses the group's best match. Per group, the search space is exactly the group.
+//! graph or misses the group's best match. Measured (`cache_bench --crossover`, one 20k-vector
+//! USearch graph, filtered search): it found the best match, but in 1.0 / 4.7 / 6.7 ms p50 for
+//! groups of 10% / 1% / 0.1% of the graph, where a flat scan of the group takes 50 / 5 / <1 µs.
+//! Per group, the search space is exactly the group.
 //!
 //! Small groups are a flat matrix scanned in full: exact, no graph to maintain, and faster than
 //! HNSW below about 2000 vectors (`cache_bench --crossover` measures both). A group that reaches
