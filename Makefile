@@ -19,7 +19,7 @@ export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
 	@echo "make test   build and run every test (unit, in-process gRPC, end-to-end through Envoy)"
-	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter) and Route RPC load"
+	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
 	@echo "make cache-eval  precision/recall of the semantic cache per threshold, guard off/on (docs/cache-threshold.md)"
 
@@ -65,9 +65,11 @@ e2e: build
 	$(PY) -m pytest tests -q
 
 bench: toolchain venv models wasm
-	cargo build --release -p vane-embedder --example route_bench
+	cargo build --release -p vane-embedder --example route_bench --example cache_bench
 	$(PY) tests/bench_latency.py --profile release
 	./target/release/examples/route_bench --seconds 5 --callers 1,16,128
+	@# Embedded cache index: 10k/100k/1M entries over 1000 groups, and all in one group up to 100k.
+	./target/release/examples/cache_bench --sizes 10000,100000,1000000 --one-max 100000
 
 # Classifier heads over the embedding. `train` holds out 20% of each class (written to
 # target/heads/), never trains on it, and `eval` measures the head on exactly those rows.

@@ -292,15 +292,29 @@ pub struct CacheConfig {
     /// Cosine similarity between prompts at or above which a cached answer is served.
     pub threshold: f32,
     pub ttl_seconds: u64,
-    /// Beyond this many entries the oldest are evicted.
+    /// Beyond this many entries one is evicted per insertion, chosen by `eviction`.
     pub max_entries: usize,
+    pub eviction: crate::cache::eviction::Policy,
+    /// Where the embedded cache is saved at shutdown (and every `snapshot_interval_seconds`,
+    /// 0 = only at shutdown) and loaded from at start; none by default.
+    pub snapshot: Option<PathBuf>,
+    pub snapshot_interval_seconds: u64,
     /// Per routing category: its own threshold, or `enabled: false` to never cache it.
     pub categories: BTreeMap<String, CacheCategory>,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { enabled: true, threshold: 0.93, ttl_seconds: 3600, max_entries: 10_000, categories: BTreeMap::new() }
+        CacheConfig {
+            enabled: true,
+            threshold: 0.93,
+            ttl_seconds: 3600,
+            max_entries: 10_000,
+            eviction: Default::default(),
+            snapshot: None,
+            snapshot_interval_seconds: 300,
+            categories: BTreeMap::new(),
+        }
     }
 }
 
@@ -376,6 +390,9 @@ impl Config {
         if let Some(j) = &mut config.safety.jailbreak {
             j.head = base.join(&j.head);
         }
+        if let Some(p) = &mut config.cache.snapshot {
+            *p = base.join(&*p);
+        }
         Ok(config)
     }
 
@@ -444,6 +461,9 @@ impl Config {
                 check(t > 0.0 && t <= 1.0, format!("cache.categories.{name}.threshold: must be in (0, 1]"));
             }
         }
+        if let Some(p) = &c.snapshot {
+            check(p.file_name().is_some(), format!("cache.snapshot: '{}' is not a file path", p.display()));
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errors)) }
     }
 }
@@ -501,6 +521,9 @@ routing:
         assert!(c.cache.enabled);
         assert_eq!(c.server.grpc.port(), 50051);
         assert_eq!(c.routing.head, None);
+        assert_eq!((c.cache.eviction, &c.cache.snapshot), (crate::cache::eviction::Policy::Lru, &None));
+        let c = Config::parse(&format!("{GOOD}cache: {{ eviction: lfu, snapshot: state/cache.snap }}"), Path::new("/etc/vane")).unwrap();
+        assert_eq!((c.cache.eviction, c.cache.snapshot), (crate::cache::eviction::Policy::Lfu, Some(PathBuf::from("/etc/vane/state/cache.snap"))));
         let c = Config::parse(&GOOD.replace("routing:\n", "routing:\n  head: heads/h.json\n"), Path::new("/etc/vane")).unwrap();
         assert_eq!(c.routing.head, Some(PathBuf::from("/etc/vane/heads/h.json")));
     }
@@ -512,6 +535,8 @@ routing:
         assert!(e.starts_with("cache.threshold"), "{e}");
         let e = err(&format!("{GOOD}cache: {{ ttl: 5 }}"));
         assert!(e.contains("cache") && e.contains("ttl"), "{e}");
+        let e = err(&format!("{GOOD}cache: {{ eviction: random }}"));
+        assert!(e.starts_with("cache.eviction") && e.contains("lru"), "{e}");
         let e = err(&GOOD.replace("examples: [\"solve x\"]", "examples: 3"));
         assert!(e.starts_with("routing.categories[0].examples"), "{e}");
     }

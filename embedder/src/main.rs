@@ -94,6 +94,19 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let router = Arc::new(Router::build(&config, queue, metrics.clone()).await.context("building the router")?);
+        if let Some(every) = config.cache.snapshot.as_ref().and(std::num::NonZeroU64::new(config.cache.snapshot_interval_seconds)) {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.get()));
+                tick.tick().await; // the first tick is immediate: nothing to save yet
+                loop {
+                    tick.tick().await;
+                    let router = router.clone();
+                    let _ = tokio::task::spawn_blocking(move || router.save_cache()).await;
+                }
+            });
+        }
+        let router_for_snapshot = router.clone();
         let ready = Arc::new(AtomicBool::new(false));
         let admin_listener = tokio::net::TcpListener::bind(config.server.admin).await.with_context(|| format!("binding admin {}", config.server.admin))?;
         let grpc_listener = tokio::net::TcpListener::bind(config.server.grpc).await.with_context(|| format!("binding gRPC {}", config.server.grpc))?;
@@ -105,6 +118,8 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
         ready.store(true, Ordering::Release);
         info!(grpc = %config.server.grpc, admin = %config.server.admin, cache_epoch = %config.cache_epoch, "serving");
         let (a, g) = tokio::join!(admin, grpc);
+        // Saved before reporting a server error too: the cache is still good.
+        let _ = tokio::task::spawn_blocking(move || router_for_snapshot.save_cache()).await;
         a.context("admin server")?;
         g.context("gRPC server")?;
         info!("stopped");

@@ -1,15 +1,17 @@
 //! One Route call: exact cache tier, then one encoder pass that feeds the semantic tier and the
 //! routing decision ([`crate::routing`]); Store caches the answer under the ticket Route issued.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
 
 use crate::batching::{EmbedError, EmbedQueue};
 use crate::cache::memory::MemoryCache;
 use crate::cache::policy::CachePolicy;
 use crate::cache::guard;
+use crate::cache::snapshot::SnapshotError;
 use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::completion;
 use crate::config::Config;
@@ -33,6 +35,8 @@ pub struct Router {
     cache_policy: CachePolicy,
     /// Part of every cache key: see [`crate::config::cache_epoch`].
     cache_epoch: String,
+    /// Where the cache is saved and restored (`cache.snapshot`).
+    snapshot: Option<PathBuf>,
     tickets: Tickets,
     metrics: Metrics,
 }
@@ -46,9 +50,14 @@ impl Router {
         }
         // The index returns candidates down to the loosest category's threshold; each request's
         // own threshold is applied to the hit.
-        let cache = config.cache.enabled.then(|| {
-            MemoryCache::new(cache_policy.floor(), Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
-        });
+        let c = &config.cache;
+        let cache = c.enabled.then(|| MemoryCache::new(cache_policy.floor(), Duration::from_secs(c.ttl_seconds), c.max_entries).with_eviction(c.eviction));
+        // Restored entries keep the epoch they were written under: after a relevant config
+        // change they never match, and leave by TTL or eviction.
+        let snapshot = if c.enabled { c.snapshot.clone() } else { None };
+        if let (Some(cache), Some(path)) = (&cache, &snapshot) {
+            restore(cache, path, embedder.dim());
+        }
         let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(anyhow::Error::msg)?;
         let jailbreak = match &config.safety.jailbreak {
             Some(c) => {
@@ -59,7 +68,18 @@ impl Router {
             }
             None => None,
         };
-        Ok(Router { routing, pii, jailbreak, embedder, cache, cache_policy, cache_epoch: config.cache_epoch.clone(), tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+        let cache_epoch = config.cache_epoch.clone();
+        Ok(Router { routing, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+    }
+
+    /// Writes the cache to `cache.snapshot`, if configured; a failure is logged, never fatal.
+    pub fn save_cache(&self) {
+        let (Some(cache), Some(path)) = (&self.cache, &self.snapshot) else { return };
+        let started = Instant::now();
+        match cache.save(path, self.embedder.dim(), Instant::now()) {
+            Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot written"),
+            Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot not written"),
+        }
     }
 
     pub fn routing(&self) -> &Routing {
@@ -310,6 +330,16 @@ struct Routed {
     decision: Decision,
     conversation: [u8; 32],
     state: State,
+}
+
+/// Loads a snapshot into the (empty) cache; a missing, corrupt or mismatched one leaves it empty.
+fn restore(cache: &MemoryCache, path: &std::path::Path, dim: usize) {
+    let started = Instant::now();
+    match cache.load(path, dim, Instant::now()) {
+        Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot loaded"),
+        Err(SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => info!(path = %path.display(), "no cache snapshot yet"),
+        Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot ignored, starting empty"),
+    }
 }
 
 fn forward_of(d: Decision, ticket: String) -> Forward {

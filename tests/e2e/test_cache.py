@@ -194,3 +194,18 @@ def test_entries_expire_after_the_ttl(make_stack, tmp_path):
     r = v.chat(MATH)
     assert r.status == 200 and r.cache == "miss", r
     assert len(v.upstream_requests("math-model")) == 2
+
+
+def test_the_cache_survives_a_sidecar_restart_through_its_snapshot(make_stack, tmp_path):
+    snapshot = tmp_path / "cache.snap"
+    config = demo_config_variant(tmp_path, "vane-snapshot.yaml", cache=f"  snapshot: {snapshot}\n  snapshot_interval_seconds: 0\n")
+    v = make_stack(sidecar_config=config)
+    first = v.chat_stored(ROME)
+    v.stack.stop_sidecar()  # SIGTERM: the sidecar writes its snapshot on the way out
+    assert snapshot.stat().st_size > 0
+    v.stack.start_sidecar()
+    v.reset_upstreams()
+    r = v.chat("Who was Rome's first emperor?")
+    assert_hit(r)
+    assert r.body == first.body
+    assert v.upstream_count() == 0

@@ -7,9 +7,12 @@
 //! must reach the similarity threshold.
 
 pub mod eval;
+pub mod eviction;
 pub mod guard;
+pub mod index;
 pub mod memory;
 pub mod policy;
+pub mod snapshot;
 
 use sha2::{Digest, Sha256};
 
@@ -37,6 +40,14 @@ impl Fingerprint {
         hasher.update([0]);
         hasher.update(context.as_bytes());
         Fingerprint(hasher.finalize().into())
+    }
+
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Fingerprint {
+        Fingerprint(bytes)
     }
 }
 
