@@ -1,4 +1,5 @@
-//! Admin HTTP: Prometheus metrics, health and `POST /v1/classify`. Bound to loopback by default.
+//! Admin HTTP: Prometheus metrics, health, `POST /v1/classify` and the cache's admin API
+//! (`/v1/cache/stats|invalidate|flush`). Bound to loopback by default.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
+use crate::cache::api as cache_api;
 use crate::metrics::Metrics;
 use crate::router::Router as VaneRouter;
 use crate::routing::api;
@@ -21,13 +23,18 @@ pub struct AdminState {
 }
 
 pub fn routes(state: AdminState, router: Arc<VaneRouter>) -> Router {
-    let classify = Router::new().route("/v1/classify", post(api::classify)).with_state(router);
+    let api = Router::new()
+        .route("/v1/classify", post(api::classify))
+        .route("/v1/cache/stats", get(cache_api::stats))
+        .route("/v1/cache/invalidate", post(cache_api::invalidate))
+        .route("/v1/cache/flush", post(cache_api::flush))
+        .with_state(router);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state)
-        .merge(classify)
+        .merge(api)
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {

@@ -12,6 +12,11 @@ use prometheus_client::registry::{Registry, Unit};
 
 type Label = [(&'static str, &'static str); 1];
 
+/// Cache lookups: from 5 µs (an exact hit in memory) to 250 ms (a slow remote backend).
+fn lookup_buckets() -> impl Iterator<Item = f64> {
+    [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25].into_iter()
+}
+
 /// Latency buckets from 100 µs to ~3 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0].into_iter()
@@ -21,10 +26,12 @@ struct Inner {
     registry: Registry,
     route_decisions: Family<Label, Counter>,
     route_duration: Histogram,
-    cache_lookups: Family<[(&'static str, &'static str); 2], Counter>,
+    cache_lookups: Family<[(&'static str, &'static str); 3], Counter>,
+    cache_lookup_duration: Family<[(&'static str, &'static str); 2], Histogram>,
     cache_stores: Family<Label, Counter>,
     guard_rejections: Family<Label, Counter>,
     cache_entries: Gauge,
+    cache_invalidated: Counter,
     encoder_batch_size: Histogram,
     encoder_duration: Histogram,
     safety_decisions: Family<[(&'static str, &'static str); 2], Counter>,
@@ -43,13 +50,17 @@ impl Default for Metrics {
         let route_duration = Histogram::new(latency_buckets());
         registry.register_with_unit("route_duration", "Time to answer one Route call", Unit::Seconds, route_duration.clone());
         let cache_lookups = Family::default();
-        registry.register("cache_lookups", "Cache lookups by tier (exact, semantic) and result (hit, miss)", cache_lookups.clone());
+        registry.register("cache_lookups", "Cache lookups by backend, tier (exact, semantic) and result (hit, miss, error)", cache_lookups.clone());
+        let cache_lookup_duration = Family::<[(&'static str, &'static str); 2], Histogram>::new_with_constructor(|| Histogram::new(lookup_buckets()));
+        registry.register_with_unit("cache_lookup_duration", "Time of one cache lookup by backend and tier (the guard included)", Unit::Seconds, cache_lookup_duration.clone());
         let cache_stores = Family::<Label, Counter>::default();
         registry.register("cache_stores", "Store calls by result (stored, or why not)", cache_stores.clone());
         let guard_rejections = Family::<Label, Counter>::default();
         registry.register("cache_guard_rejections", "Semantic matches refused by the near-duplicate guard, by reason", guard_rejections.clone());
         let cache_entries = Gauge::default();
         registry.register("cache_entries", "Entries in the semantic cache", cache_entries.clone());
+        let cache_invalidated = Counter::default();
+        registry.register("cache_invalidated", "Entries removed through the admin API (invalidate, flush)", cache_invalidated.clone());
         let encoder_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
         registry.register("encoder_batch_size", "Prompts per encoder pass", encoder_batch_size.clone());
         let encoder_duration = Histogram::new(latency_buckets());
@@ -63,9 +74,11 @@ impl Default for Metrics {
             route_decisions,
             route_duration,
             cache_lookups,
+            cache_lookup_duration,
             cache_stores,
             guard_rejections,
             cache_entries,
+            cache_invalidated,
             encoder_batch_size,
             encoder_duration,
             safety_decisions,
@@ -88,12 +101,19 @@ impl Metrics {
         self.0.pii_findings.get_or_create(&[("type", kind)]).inc_by(count as u64);
     }
 
-    pub fn cache_lookup(&self, tier: &'static str, hit: bool) {
-        self.0.cache_lookups.get_or_create(&[("tier", tier), ("result", if hit { "hit" } else { "miss" })]).inc();
+    /// `result`: "hit", "miss" or "error" (an error is served as a miss).
+    pub fn cache_lookup(&self, backend: &'static str, tier: &'static str, result: &'static str, took: Duration) {
+        self.0.cache_lookups.get_or_create(&[("backend", backend), ("tier", tier), ("result", result)]).inc();
+        self.0.cache_lookup_duration.get_or_create(&[("backend", backend), ("tier", tier)]).observe(took.as_secs_f64());
     }
 
     pub fn guard_rejection(&self, reason: &'static str) {
         self.0.guard_rejections.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    pub fn cache_invalidated(&self, removed: usize, entries: usize) {
+        self.0.cache_invalidated.inc_by(removed as u64);
+        self.0.cache_entries.set(entries as i64);
     }
 
     pub fn cache_store(&self, result: &'static str, entries: usize) {
@@ -123,14 +143,15 @@ mod tests {
     fn renders_every_family_with_help_and_units() {
         let m = Metrics::default();
         m.route("forward", Duration::from_millis(2));
-        m.cache_lookup("exact", true);
+        m.cache_lookup("memory", "exact", "hit", Duration::from_micros(3));
         m.cache_store("stored", 3);
         m.observe_batch(4, Duration::from_millis(1));
         let text = m.render();
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
             "# UNIT vane_route_duration_seconds seconds",
-            "vane_cache_lookups_total{tier=\"exact\",result=\"hit\"} 1",
+            "vane_cache_lookups_total{backend=\"memory\",tier=\"exact\",result=\"hit\"} 1",
+            "vane_cache_lookup_duration_seconds_bucket{le=\"0.000005\",backend=\"memory\",tier=\"exact\"} 1",
             "vane_cache_entries 3",
             "vane_encoder_batch_size_count 1",
         ] {

@@ -12,7 +12,7 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::policy::CachePolicy;
 use crate::cache::guard;
 use crate::cache::snapshot::SnapshotError;
-use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
+use crate::cache::{Fingerprint, Hit, Partition, PromptKey, Selector, Stats};
 use crate::completion;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -72,6 +72,22 @@ impl Router {
         Ok(Router { routing, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
     }
 
+    /// The cache's contents and settings (`None` when disabled), for the admin API.
+    pub fn cache_stats(&self) -> Option<(Stats, serde_json::Value)> {
+        let cache = self.cache.as_ref()?;
+        let about = serde_json::json!({"backend": "memory", "epoch": self.cache_epoch});
+        Some((cache.stats(), about))
+    }
+
+    /// Removes the entries the selector matches (`None` when the cache is disabled).
+    pub fn invalidate(&self, selector: &Selector) -> Option<usize> {
+        let cache = self.cache.as_ref()?;
+        let removed = cache.invalidate(selector);
+        self.metrics.cache_invalidated(removed, cache.len());
+        info!(removed, by = ?selector_fields(selector), "cache invalidated");
+        Some(removed)
+    }
+
     /// Writes the cache to `cache.snapshot`, if configured; a failure is logged, never fatal.
     pub fn save_cache(&self) {
         let (Some(cache), Some(path)) = (&self.cache, &self.snapshot) else { return };
@@ -111,8 +127,9 @@ impl Router {
         // Exact tier first: an identical request is answered without running the encoder. This
         // stays sound with jailbreak detection on: blocked and flagged prompts are never stored.
         if let Some(cache) = lookup {
-            let hit = cache.lookup_exact(&partition, fingerprint, prompt, Instant::now());
-            self.metrics.cache_lookup("exact", hit.is_some());
+            let t0 = Instant::now();
+            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0);
+            self.metrics.cache_lookup("memory", "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
             }
@@ -172,8 +189,9 @@ impl Router {
                 }
                 None => true,
             };
-            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now(), accept).filter(|h| h.similarity >= threshold);
-            self.metrics.cache_lookup("semantic", hit.is_some());
+            let t0 = Instant::now();
+            let hit = cache.lookup(&partition, fingerprint, &embedding, t0, accept).filter(|h| h.similarity >= threshold);
+            self.metrics.cache_lookup("memory", "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
             }
@@ -330,6 +348,14 @@ struct Routed {
     decision: Decision,
     conversation: [u8; 32],
     state: State,
+}
+
+/// Which fields an invalidation used (never their values: prompts and tenants stay out of logs).
+fn selector_fields(s: &Selector) -> Vec<&'static str> {
+    [("id", s.id.is_some()), ("tenant", s.tenant.is_some()), ("model", s.model.is_some()), ("prompt", s.prompt.is_some())]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
 }
 
 /// Loads a snapshot into the (empty) cache; a missing, corrupt or mismatched one leaves it empty.

@@ -47,15 +47,15 @@ pub fn apply(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcom
             } else {
                 ("application/json", hit.completion)
             };
-            Outcome::Reply(LocalReply {
-                status: 200,
-                headers: vec![
-                    ("content-type", content_type.into()),
-                    ("x-vane-cache", "hit".into()),
-                    ("x-vane-similarity", format!("{:.4}", hit.similarity)),
-                ],
-                body,
-            })
+            let mut headers = vec![
+                ("content-type", content_type.into()),
+                ("x-vane-cache", "hit".into()),
+                ("x-vane-similarity", format!("{:.4}", hit.similarity)),
+            ];
+            if !hit.entry_id.is_empty() {
+                headers.push(("x-vane-cache-entry", hit.entry_id));
+            }
+            Outcome::Reply(LocalReply { status: 200, headers, body })
         }
         Some(Action::Block(block)) => {
             let status = if (400..600).contains(&block.status) { block.status } else { 403 };
@@ -235,6 +235,7 @@ mod tests {
         assert_eq!(json.body, COMPLETION);
         assert!(json.headers.contains(&("x-vane-cache", "hit".into())));
         assert!(json.headers.contains(&("x-vane-similarity", "0.9877".into())));
+        assert!(json.headers.contains(&("x-vane-cache-entry", "e".into())));
         let Outcome::Reply(sse) = apply(&req(true), hit(), false) else { panic!() };
         assert!(sse.headers.contains(&("content-type", "text/event-stream".into())));
         assert!(sse.body.ends_with(b"data: [DONE]\n\n"));

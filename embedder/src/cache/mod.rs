@@ -6,6 +6,7 @@
 //! answered by the exact tier without running the encoder; otherwise the prompt embeddings
 //! must reach the similarity threshold.
 
+pub mod api;
 pub mod eval;
 pub mod eviction;
 pub mod guard;
@@ -14,6 +15,7 @@ pub mod memory;
 pub mod policy;
 pub mod snapshot;
 
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// Hard boundary: nothing crosses it, whatever the similarity.
@@ -67,6 +69,59 @@ impl PromptKey {
         }
         PromptKey(hasher.finalize().into())
     }
+}
+
+/// Which entries an invalidation removes: those matching every field given.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    /// An entry id (`x-vane-cache-entry` on a hit).
+    #[serde(default, deserialize_with = "id_from_string_or_number")]
+    pub id: Option<u64>,
+    /// A tenant as the filter derives it (`h:<header value>` or `k:<credential hash>`).
+    pub tenant: Option<String>,
+    /// The model the client asked for (`auto`, or a model name).
+    pub model: Option<String>,
+    /// The prompt text (whitespace aside, as the exact tier compares).
+    pub prompt: Option<String>,
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        *self == Selector::default()
+    }
+
+    pub fn matches(&self, id: u64, partition: &Partition, prompt: PromptKey) -> bool {
+        self.id.is_none_or(|x| x == id)
+            && self.tenant.as_ref().is_none_or(|t| *t == partition.tenant)
+            && self.model.as_ref().is_none_or(|m| *m == partition.model)
+            && self.prompt.as_ref().is_none_or(|p| PromptKey::of(p) == prompt)
+    }
+}
+
+fn id_from_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Id>::deserialize(d)? {
+        None => Ok(None),
+        Some(Id::Number(n)) => Ok(Some(n)),
+        Some(Id::Text(t)) => t.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("id: '{t}' is not an entry id"))),
+    }
+}
+
+/// What the cache holds, for the admin API.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub entries: usize,
+    /// Distinct (tenant, model, rest of the conversation) groups.
+    pub groups: usize,
+    pub tenants: usize,
+    /// Bytes of prompt texts and answers (vectors and index not counted).
+    pub payload_bytes: usize,
 }
 
 /// Which tier answered.
