@@ -287,13 +287,78 @@ pub struct CacheConfig {
     /// Cosine similarity between prompts at or above which a cached answer is served.
     pub threshold: f32,
     pub ttl_seconds: u64,
-    /// Beyond this many entries the oldest are evicted.
+    /// Beyond this many entries the oldest are evicted (embedded backend).
     pub max_entries: usize,
+    /// Where entries live: `memory` (this process) or `milvus` (shared, survives restarts).
+    pub backend: Backend,
+    /// Used when `backend: milvus`.
+    pub milvus: MilvusConfig,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { enabled: true, threshold: 0.93, ttl_seconds: 3600, max_entries: 10_000 }
+        CacheConfig { enabled: true, threshold: 0.93, ttl_seconds: 3600, max_entries: 10_000, backend: Backend::Memory, milvus: MilvusConfig::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Memory,
+    Milvus,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MilvusConfig {
+    pub address: String,
+    pub collection: String,
+    pub consistency: Consistency,
+    /// Per Milvus call (and connect): the most a request waits on Milvus before it is a miss. A
+    /// Route makes up to two calls (exact, semantic): keep 2x this under the filter's timeout_ms.
+    pub timeout_ms: u64,
+    /// Nearest candidates fetched per semantic lookup, for the near-duplicate guard to choose from.
+    pub top_k: usize,
+    /// HNSW search breadth (at least `top_k`).
+    pub ef: usize,
+    /// How often expired entries are deleted.
+    pub cleanup_seconds: u64,
+}
+
+impl Default for MilvusConfig {
+    fn default() -> Self {
+        MilvusConfig {
+            address: "http://127.0.0.1:19530".into(),
+            collection: "vane_cache".into(),
+            consistency: Consistency::Session,
+            timeout_ms: 80,
+            top_k: 5,
+            ef: 64,
+            cleanup_seconds: 60,
+        }
+    }
+}
+
+/// Milvus read consistency. `session` (default): this sidecar sees its own stores at once at
+/// about the cost of `bounded` (~1.5 ms); `strong` waits for every write (~200 ms per search on
+/// 2.3.5); `bounded`/`eventually` may miss stores of the last seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Strong,
+    Session,
+    Bounded,
+    Eventually,
+}
+
+impl Consistency {
+    pub fn level(self) -> milvus::v2::ConsistencyLevel {
+        match self {
+            Consistency::Strong => milvus::v2::ConsistencyLevel::Strong,
+            Consistency::Session => milvus::v2::ConsistencyLevel::Session,
+            Consistency::Bounded => milvus::v2::ConsistencyLevel::Bounded,
+            Consistency::Eventually => milvus::v2::ConsistencyLevel::Eventually,
+        }
     }
 }
 
@@ -401,6 +466,15 @@ impl Config {
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());
         check(c.ttl_seconds >= 1, "cache.ttl_seconds: must be at least 1".into());
         check(c.max_entries >= 1, "cache.max_entries: must be at least 1".into());
+        if c.backend == Backend::Milvus {
+            let m = &c.milvus;
+            check(m.address.starts_with("http://") || m.address.starts_with("https://"), "cache.milvus.address: must be an http:// or https:// URL".into());
+            check(!m.collection.is_empty() && m.collection.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'), "cache.milvus.collection: letters, digits and '_' only".into());
+            check(m.timeout_ms >= 1, "cache.milvus.timeout_ms: must be at least 1".into());
+            check((1..=100).contains(&m.top_k), "cache.milvus.top_k: must be between 1 and 100".into());
+            check(m.ef >= m.top_k, "cache.milvus.ef: must be at least top_k".into());
+            check(m.cleanup_seconds >= 1, "cache.milvus.cleanup_seconds: must be at least 1".into());
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errors)) }
     }
 }
@@ -450,6 +524,20 @@ routing:
             + "cache: { threshold: 1.5 }\n";
         let e = err(&text);
         for needle in ["routing.default_model", "routing.categories[0].examples", "cache.threshold"] {
+            assert!(e.contains(needle), "{e} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn milvus_backend_settings_are_parsed_and_checked() {
+        let c = Config::parse(&format!("{GOOD}cache: {{ backend: milvus, milvus: {{ address: 'http://m:19530', consistency: bounded }} }}\n"), Path::new("/")).unwrap();
+        assert_eq!((c.cache.backend, c.cache.milvus.consistency), (Backend::Milvus, Consistency::Bounded));
+        assert_eq!((c.cache.milvus.address.as_str(), c.cache.milvus.collection.as_str()), ("http://m:19530", "vane_cache"));
+        assert_eq!(Config::parse(GOOD, Path::new("/")).unwrap().cache.backend, Backend::Memory);
+        let e = err(&format!("{GOOD}cache: {{ backend: redis }}\n"));
+        assert!(e.starts_with("cache.backend"), "{e}");
+        let e = err(&format!("{GOOD}cache: {{ backend: milvus, milvus: {{ address: 'm:19530', collection: 'a-b', top_k: 10, ef: 5 }} }}\n"));
+        for needle in ["cache.milvus.address", "cache.milvus.collection", "cache.milvus.ef"] {
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
     }

@@ -7,7 +7,7 @@ use tracing::{debug, info};
 use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
 
 use crate::batching::{EmbedError, EmbedQueue};
-use crate::cache::memory::MemoryCache;
+use crate::cache::backend::CacheBackend;
 use crate::cache::guard;
 use crate::cache::{Fingerprint, Hit, Partition, PromptKey};
 use crate::completion;
@@ -28,7 +28,7 @@ pub struct Router {
     pii: Option<PiiPolicy>,
     jailbreak: Option<Jailbreak>,
     embedder: EmbedQueue,
-    cache: Option<MemoryCache>,
+    cache: Option<CacheBackend>,
     tickets: Tickets,
     metrics: Metrics,
 }
@@ -36,9 +36,10 @@ pub struct Router {
 impl Router {
     pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> anyhow::Result<Router> {
         let routing = Routing::build(&config.routing, &embedder).await?;
-        let cache = config.cache.enabled.then(|| {
-            MemoryCache::new(config.cache.threshold, Duration::from_secs(config.cache.ttl_seconds), config.cache.max_entries)
-        });
+        let cache = config.cache.enabled.then(|| CacheBackend::build(&config.cache, embedder.dim(), &metrics));
+        if let Some(CacheBackend::Milvus(milvus)) = &cache {
+            milvus.warm_up().await;
+        }
         let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(anyhow::Error::msg)?;
         let jailbreak = match &config.safety.jailbreak {
             Some(c) => {
@@ -81,7 +82,7 @@ impl Router {
         // Exact tier first: an identical request is answered without running the encoder. This
         // stays sound with jailbreak detection on: blocked and flagged prompts are never stored.
         if let Some(cache) = lookup {
-            let hit = cache.lookup_exact(&partition, fingerprint, prompt, Instant::now());
+            let hit = cache.lookup_exact(&partition, fingerprint, prompt, Instant::now()).await;
             self.metrics.cache_lookup("exact", hit.is_some());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
@@ -131,7 +132,7 @@ impl Router {
                 }
                 None => true,
             };
-            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now(), accept);
+            let hit = cache.lookup(&partition, fingerprint, &embedding, Instant::now(), accept).await;
             self.metrics.cache_lookup("semantic", hit.is_some());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
@@ -263,9 +264,9 @@ impl Router {
     }
 
     /// Caches a complete answer under the ticket its Route handed out.
-    pub fn store(&self, req: StoreRequest) -> StoreReply {
-        let result = self.try_store(req);
-        let entries = self.cache.as_ref().map_or(0, MemoryCache::len);
+    pub async fn store(&self, req: StoreRequest) -> StoreReply {
+        let result = self.try_store(req).await;
+        let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::len);
         let label = result.as_ref().map_or_else(|why| *why, |_| "stored");
         self.metrics.cache_store(label, entries);
         match result {
@@ -274,13 +275,12 @@ impl Router {
         }
     }
 
-    fn try_store(&self, req: StoreRequest) -> Result<(), &'static str> {
+    async fn try_store(&self, req: StoreRequest) -> Result<(), &'static str> {
         let cache = self.cache.as_ref().ok_or("cache_disabled")?;
         let pending = self.tickets.redeem(&req.ticket, Instant::now()).ok_or("unknown_ticket")?;
         let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) };
         let body = body.map_err(|e| e.label())?;
-        cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now());
-        Ok(())
+        cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now()).await
     }
 }
 

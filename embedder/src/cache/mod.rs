@@ -6,9 +6,11 @@
 //! answered by the exact tier without running the encoder; otherwise the prompt embeddings
 //! must reach the similarity threshold.
 
+pub mod backend;
 pub mod eval;
 pub mod guard;
 pub mod memory;
+pub mod milvus;
 
 use sha2::{Digest, Sha256};
 
@@ -27,6 +29,10 @@ impl Fingerprint {
     pub fn of(context: &str) -> Fingerprint {
         Fingerprint(Sha256::digest(context.as_bytes()).into())
     }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 /// Hash of the prompt with whitespace normalised (runs collapsed, ends trimmed): the exact
@@ -44,6 +50,10 @@ impl PromptKey {
             hasher.update(word.as_bytes());
         }
         PromptKey(hasher.finalize().into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 
