@@ -4,7 +4,7 @@
 //! search filtered by group and expiry), half near a stored entry (hits), half random (misses),
 //! and as many exact-tier lookups. Needs a running Milvus (`make bench-milvus` starts one).
 //!
-//! `cargo run --release -p vane-embedder --example milvus_bench -- --address http://127.0.0.1:19530 [--entries 100000] [--lookups 2000] [--groups 1]`
+//! `cargo run --release -p vane-embedder --example milvus_bench -- --address http://127.0.0.1:19530 [--entries 100000] [--lookups 2000] [--groups 1] [--consistency bounded|session|strong]`
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,12 +53,17 @@ async fn main() -> anyhow::Result<()> {
     let entries: usize = arg(&args, "--entries", 100_000);
     let lookups: usize = arg(&args, "--lookups", 2_000);
     let groups: usize = arg(&args, "--groups", 1).max(1);
+    let consistency = match arg(&args, "--consistency", "bounded".to_string()).as_str() {
+        "session" => milvus::v2::ConsistencyLevel::Session,
+        "strong" => milvus::v2::ConsistencyLevel::Strong,
+        _ => milvus::v2::ConsistencyLevel::Bounded,
+    };
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let collection = format!("bench_{nanos}");
     let settings = MilvusSettings {
         address: address.clone(),
         collection: collection.clone(),
-        consistency: milvus::v2::ConsistencyLevel::Session,
+        consistency,
         timeout: Duration::from_secs(5),
         top_k: 5,
         ef: 64,
@@ -130,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     semantic.sort();
     exact.sort();
     println!(
-        "semantic lookup (top-5, filtered, HNSW ef=64): p50 {:.2} ms  p99 {:.2} ms  ({lookups} lookups, {hits} hits; expected {})",
+        "semantic lookup (top-5, filtered, HNSW ef=64, {consistency:?}): p50 {:.2} ms  p99 {:.2} ms  ({lookups} lookups, {hits} hits; expected {})",
         percentile(&semantic, 0.5),
         percentile(&semantic, 0.99),
         lookups.div_ceil(2)

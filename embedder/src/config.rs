@@ -330,7 +330,7 @@ impl Default for MilvusConfig {
         MilvusConfig {
             address: "http://127.0.0.1:19530".into(),
             collection: "vane_cache".into(),
-            consistency: Consistency::Session,
+            consistency: Consistency::Bounded,
             timeout_ms: 80,
             top_k: 5,
             ef: 64,
@@ -339,9 +339,11 @@ impl Default for MilvusConfig {
     }
 }
 
-/// Milvus read consistency. `session` (default): this sidecar sees its own stores at once at
-/// about the cost of `bounded` (~1.5 ms); `strong` waits for every write (~200 ms per search on
-/// 2.3.5); `bounded`/`eventually` may miss stores of the last seconds.
+/// Milvus read consistency. `bounded` (default): a search never waits for writes; a fresh store
+/// is found once the query node has consumed it (within the ~200 ms time-tick on 2.3.5), which
+/// for a cache only means a miss in that window. `session` waits for this client's own writes,
+/// so the first lookups after a store wait up to that tick (over the lookup timeout); `strong`
+/// waits on every search (~200 ms on 2.3.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Consistency {
@@ -530,8 +532,8 @@ routing:
 
     #[test]
     fn milvus_backend_settings_are_parsed_and_checked() {
-        let c = Config::parse(&format!("{GOOD}cache: {{ backend: milvus, milvus: {{ address: 'http://m:19530', consistency: bounded }} }}\n"), Path::new("/")).unwrap();
-        assert_eq!((c.cache.backend, c.cache.milvus.consistency), (Backend::Milvus, Consistency::Bounded));
+        let c = Config::parse(&format!("{GOOD}cache: {{ backend: milvus, milvus: {{ address: 'http://m:19530', consistency: session }} }}\n"), Path::new("/")).unwrap();
+        assert_eq!((c.cache.backend, c.cache.milvus.consistency), (Backend::Milvus, Consistency::Session));
         assert_eq!((c.cache.milvus.address.as_str(), c.cache.milvus.collection.as_str()), ("http://m:19530", "vane_cache"));
         assert_eq!(Config::parse(GOOD, Path::new("/")).unwrap().cache.backend, Backend::Memory);
         let e = err(&format!("{GOOD}cache: {{ backend: redis }}\n"));

@@ -266,7 +266,7 @@ impl Router {
     /// Caches a complete answer under the ticket its Route handed out.
     pub async fn store(&self, req: StoreRequest) -> StoreReply {
         let result = self.try_store(req).await;
-        let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::len);
+        let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::entries);
         let label = result.as_ref().map_or_else(|why| *why, |_| "stored");
         self.metrics.cache_store(label, entries);
         match result {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vane_embedder::cache::backend::CacheBackend;
 use vane_embedder::cache::{Fingerprint, Partition, PromptKey, Tier};
-use vane_embedder::config::{Backend, CacheConfig};
+use vane_embedder::config::{Backend, CacheConfig, Consistency};
 use vane_embedder::metrics::Metrics;
 
 const DIM: usize = 4;
@@ -45,8 +45,10 @@ async fn cache(kind: Kind, case: &str, threshold: f32, ttl_seconds: u64) -> Cach
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
         config.backend = Backend::Milvus;
         config.milvus.address = address;
-        // The contract is about what is found, not how fast: a loaded 2-core CI machine is slow.
+        // The contract is about what is found, not how fast (a loaded 2-core CI machine is
+        // slow), and every case reads its own writes at once: session consistency.
         config.milvus.timeout_ms = 2_000;
+        config.milvus.consistency = Consistency::Session;
         config.milvus.collection = format!("contract_{case}_{nanos}");
     }
     let backend = CacheBackend::build(&config, DIM, &metrics);

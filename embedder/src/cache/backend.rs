@@ -10,7 +10,7 @@ use crate::config::{Backend, CacheConfig};
 use crate::metrics::Metrics;
 
 pub enum CacheBackend {
-    Memory(MemoryCache),
+    Memory(Box<MemoryCache>),
     Milvus(Arc<MilvusCache>),
 }
 
@@ -20,7 +20,7 @@ impl CacheBackend {
     pub fn build(config: &CacheConfig, dim: usize, metrics: &Metrics) -> CacheBackend {
         let ttl = Duration::from_secs(config.ttl_seconds);
         match config.backend {
-            Backend::Memory => CacheBackend::Memory(MemoryCache::new(config.threshold, ttl, config.max_entries)),
+            Backend::Memory => CacheBackend::Memory(Box::new(MemoryCache::new(config.threshold, ttl, config.max_entries))),
             Backend::Milvus => {
                 let m = &config.milvus;
                 let settings = MilvusSettings {
@@ -77,7 +77,7 @@ impl CacheBackend {
     }
 
     /// Entries held, where that is cheap to know (not for Milvus: a count is a query).
-    pub fn len(&self) -> Option<usize> {
+    pub fn entries(&self) -> Option<usize> {
         match self {
             CacheBackend::Memory(c) => Some(c.len()),
             CacheBackend::Milvus(_) => None,

@@ -91,7 +91,18 @@ impl MilvusCache {
     /// until a reconnect succeeds: the sidecar starts without Milvus).
     pub async fn warm_up(&self) {
         match tokio::time::timeout(SETUP_TIMEOUT, self.ready()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                // The first search and query of a freshly loaded collection take ~100 ms more
+                // than the rest: pay that here, not in a request's timeout.
+                let nowhere = Partition { tenant: String::new(), model: String::new() };
+                let mut probe = vec![0.0; self.link.settings.dim];
+                probe[0] = 1.0;
+                let searched = self.try_candidates(&nowhere, Fingerprint::of(""), &probe, Instant::now()).await;
+                let queried = self.try_lookup_exact(&nowhere, Fingerprint::of(""), PromptKey::of(""), Instant::now()).await;
+                if let Some(e) = searched.err().or(queried.err()) {
+                    warn!(error = %format!("{e:#}"), "milvus cache warm-up lookup failed");
+                }
+            }
             Ok(Err(e)) => warn!(error = %format!("{e:#}"), "milvus cache not ready; requests miss until it is"),
             Err(_) => warn!("milvus cache not ready after {SETUP_TIMEOUT:?}; requests miss until it is"),
         }
