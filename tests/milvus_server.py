@@ -7,6 +7,7 @@ so a restart comes back on the same ones), embedded etcd on loopback and a short
 Stopped by PID.
 
     python tests/milvus_server.py --port 19530     # runs until Ctrl-C / SIGTERM
+    python tests/milvus_server.py -- CMD ARGS...   # runs CMD with VANE_MILVUS_ADDR set, then stops
 """
 
 from __future__ import annotations
@@ -173,13 +174,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=19530, help="gRPC port (127.0.0.1)")
     ap.add_argument("--dir", type=Path, help="data dir (default: a temporary one, removed on exit)")
+    ap.add_argument("command", nargs=argparse.REMAINDER, help="after --: a command to run against the server")
     args = ap.parse_args()
-    server = MilvusServer(args.dir, args.port)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    server = MilvusServer(args.dir, args.port if not command or args.port != 19530 else None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         started = time.monotonic()
         server.start()
         print(f"milvus ready at {server.address} in {time.monotonic() - started:.1f} s (data: {server.dir})", flush=True)
+        if command:
+            return subprocess.run(command, env=dict(os.environ, VANE_MILVUS_ADDR=server.address)).returncode
         while server.proc is not None and server.proc.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:
