@@ -71,7 +71,8 @@ pub struct MilvusCache {
 }
 
 impl MilvusCache {
-    /// Does not connect: the first call does (and every call after a failure, with backoff).
+    /// Does not connect: [`Self::warm_up`] or [`Self::ready`] does, or the first call starts a
+    /// background connect (as every call after a failure does, with backoff).
     pub fn new(settings: MilvusSettings, threshold: f32, ttl: Duration, metrics: Metrics) -> MilvusCache {
         let connection = Connection { client: None, retry_at: Instant::now(), backoff: BACKOFF_MIN };
         let link = Arc::new(Link { settings, connection: RwLock::new(connection), reconnecting: Default::default() });
