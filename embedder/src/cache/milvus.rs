@@ -272,7 +272,7 @@ impl MilvusCache {
     async fn try_cleanup(&self, now: Instant) -> anyhow::Result<()> {
         let client = self.client().await?;
         let collection = &self.link.settings.collection;
-        // Milvus 2.3 deletes by primary key only: find the expired ids first, a page at a time.
+        // The expired ids first, then a delete by id, a page at a time: each delete stays bounded.
         loop {
             let expired = QueryRequest::builder()
                 .collection_name(collection)
