@@ -14,12 +14,13 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench build wasm sidecar toolchain venv models lint unit e2e clean heads cache-eval
+.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models lint unit e2e clean heads cache-eval
 
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
 	@echo "make test   build and run every test (unit, in-process gRPC, end-to-end through Envoy)"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
+	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
 	@echo "make cache-eval  precision/recall of the semantic cache per threshold, guard off/on (docs/cache-threshold.md)"
 
@@ -70,6 +71,12 @@ bench: toolchain venv models wasm
 	./target/release/examples/route_bench --seconds 5 --callers 1,16,128
 	@# Embedded cache index: 10k/100k/1M entries over 1000 groups, and all in one group up to 100k.
 	./target/release/examples/cache_bench --sizes 10000,100000,1000000 --one-max 100000
+
+# Not part of `make bench`: loading and indexing 100k entries takes minutes. The Milvus backend's
+# correctness is in `make test` (tests/test_milvus_contract.py, tests/e2e/test_milvus.py).
+bench-milvus: venv
+	cargo build --release -p vane-embedder --example milvus_bench
+	$(PY) tests/milvus_server.py -- ./target/release/examples/milvus_bench --entries 100000 --lookups 2000
 
 # Classifier heads over the embedding. `train` holds out 20% of each class (written to
 # target/heads/), never trains on it, and `eval` measures the head on exactly those rows.

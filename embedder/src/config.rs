@@ -292,7 +292,7 @@ pub struct CacheConfig {
     /// Cosine similarity between prompts at or above which a cached answer is served.
     pub threshold: f32,
     pub ttl_seconds: u64,
-    /// Beyond this many entries one is evicted per insertion, chosen by `eviction`.
+    /// Beyond this many entries one is evicted per insertion, chosen by `eviction` (embedded backend).
     pub max_entries: usize,
     pub eviction: crate::cache::eviction::Policy,
     /// Where the embedded cache is saved at shutdown (and every `snapshot_interval_seconds`,
@@ -301,6 +301,10 @@ pub struct CacheConfig {
     pub snapshot_interval_seconds: u64,
     /// Per routing category: its own threshold, or `enabled: false` to never cache it.
     pub categories: BTreeMap<String, CacheCategory>,
+    /// Where entries live: `memory` (this process) or `milvus` (shared, survives restarts).
+    pub backend: Backend,
+    /// Used when `backend: milvus`.
+    pub milvus: MilvusConfig,
 }
 
 impl Default for CacheConfig {
@@ -314,6 +318,71 @@ impl Default for CacheConfig {
             snapshot: None,
             snapshot_interval_seconds: 300,
             categories: BTreeMap::new(),
+            backend: Backend::Memory,
+            milvus: MilvusConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Memory,
+    Milvus,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MilvusConfig {
+    pub address: String,
+    pub collection: String,
+    pub consistency: Consistency,
+    /// Per Milvus call (and connect): the most a request waits on Milvus before it is a miss. A
+    /// Route makes up to two calls (exact, semantic): keep 2x this under the filter's timeout_ms.
+    pub timeout_ms: u64,
+    /// Nearest candidates fetched per semantic lookup, for the near-duplicate guard to choose from.
+    pub top_k: usize,
+    /// HNSW search breadth (at least `top_k`).
+    pub ef: usize,
+    /// How often expired entries are deleted.
+    pub cleanup_seconds: u64,
+}
+
+impl Default for MilvusConfig {
+    fn default() -> Self {
+        MilvusConfig {
+            address: "http://127.0.0.1:19530".into(),
+            collection: "vane_cache".into(),
+            consistency: Consistency::Bounded,
+            timeout_ms: 80,
+            top_k: 5,
+            ef: 64,
+            cleanup_seconds: 60,
+        }
+    }
+}
+
+/// Milvus read consistency. `bounded` (default): a search never waits for writes; a fresh store
+/// is found once the query node has consumed it (within the ~200 ms time-tick on 2.3.5), which
+/// for a cache only means a miss in that window. `session` waits for this client's own writes,
+/// so the first lookups after a store wait up to that tick (over the lookup timeout); `strong`
+/// waits on every search (~200 ms on 2.3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Strong,
+    Session,
+    Bounded,
+    Eventually,
+}
+
+impl Consistency {
+    pub fn level(self) -> milvus::v2::ConsistencyLevel {
+        match self {
+            Consistency::Strong => milvus::v2::ConsistencyLevel::Strong,
+            Consistency::Session => milvus::v2::ConsistencyLevel::Session,
+            Consistency::Bounded => milvus::v2::ConsistencyLevel::Bounded,
+            Consistency::Eventually => milvus::v2::ConsistencyLevel::Eventually,
         }
     }
 }
@@ -464,6 +533,15 @@ impl Config {
         if let Some(p) = &c.snapshot {
             check(p.file_name().is_some(), format!("cache.snapshot: '{}' is not a file path", p.display()));
         }
+        if c.backend == Backend::Milvus {
+            let m = &c.milvus;
+            check(m.address.starts_with("http://") || m.address.starts_with("https://"), "cache.milvus.address: must be an http:// or https:// URL".into());
+            check(!m.collection.is_empty() && m.collection.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'), "cache.milvus.collection: letters, digits and '_' only".into());
+            check(m.timeout_ms >= 1, "cache.milvus.timeout_ms: must be at least 1".into());
+            check((1..=100).contains(&m.top_k), "cache.milvus.top_k: must be between 1 and 100".into());
+            check(m.ef >= m.top_k, "cache.milvus.ef: must be at least top_k".into());
+            check(m.cleanup_seconds >= 1, "cache.milvus.cleanup_seconds: must be at least 1".into());
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(errors)) }
     }
 }
@@ -547,6 +625,20 @@ routing:
             + "cache: { threshold: 1.5 }\n";
         let e = err(&text);
         for needle in ["routing.default_model", "routing.categories[0].examples", "cache.threshold"] {
+            assert!(e.contains(needle), "{e} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn milvus_backend_settings_are_parsed_and_checked() {
+        let c = Config::parse(&format!("{GOOD}cache: {{ backend: milvus, milvus: {{ address: 'http://m:19530', consistency: session }} }}\n"), Path::new("/")).unwrap();
+        assert_eq!((c.cache.backend, c.cache.milvus.consistency), (Backend::Milvus, Consistency::Session));
+        assert_eq!((c.cache.milvus.address.as_str(), c.cache.milvus.collection.as_str()), ("http://m:19530", "vane_cache"));
+        assert_eq!(Config::parse(GOOD, Path::new("/")).unwrap().cache.backend, Backend::Memory);
+        let e = err(&format!("{GOOD}cache: {{ backend: redis }}\n"));
+        assert!(e.starts_with("cache.backend"), "{e}");
+        let e = err(&format!("{GOOD}cache: {{ backend: milvus, milvus: {{ address: 'm:19530', collection: 'a-b', top_k: 10, ef: 5 }} }}\n"));
+        for needle in ["cache.milvus.address", "cache.milvus.collection", "cache.milvus.ef"] {
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
     }

@@ -32,6 +32,7 @@ struct Inner {
     guard_rejections: Family<Label, Counter>,
     cache_entries: Gauge,
     cache_invalidated: Counter,
+    cache_errors: Family<[(&'static str, &'static str); 2], Counter>,
     encoder_batch_size: Histogram,
     encoder_duration: Histogram,
     safety_decisions: Family<[(&'static str, &'static str); 2], Counter>,
@@ -61,6 +62,8 @@ impl Default for Metrics {
         registry.register("cache_entries", "Entries in the semantic cache", cache_entries.clone());
         let cache_invalidated = Counter::default();
         registry.register("cache_invalidated", "Entries removed through the admin API (invalidate, flush)", cache_invalidated.clone());
+        let cache_errors = Family::default();
+        registry.register("cache_errors", "Cache backend errors by backend and operation (answered as misses / skipped stores)", cache_errors.clone());
         let encoder_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]);
         registry.register("encoder_batch_size", "Prompts per encoder pass", encoder_batch_size.clone());
         let encoder_duration = Histogram::new(latency_buckets());
@@ -79,6 +82,7 @@ impl Default for Metrics {
             guard_rejections,
             cache_entries,
             cache_invalidated,
+            cache_errors,
             encoder_batch_size,
             encoder_duration,
             safety_decisions,
@@ -111,14 +115,23 @@ impl Metrics {
         self.0.guard_rejections.get_or_create(&[("reason", reason)]).inc();
     }
 
-    pub fn cache_invalidated(&self, removed: usize, entries: usize) {
+    pub fn cache_invalidated(&self, removed: usize, entries: Option<usize>) {
         self.0.cache_invalidated.inc_by(removed as u64);
-        self.0.cache_entries.set(entries as i64);
+        if let Some(n) = entries {
+            self.0.cache_entries.set(n as i64);
+        }
     }
 
-    pub fn cache_store(&self, result: &'static str, entries: usize) {
+    /// `entries` when the backend knows its size cheaply (the embedded one; not Milvus).
+    pub fn cache_store(&self, result: &'static str, entries: Option<usize>) {
         self.0.cache_stores.get_or_create(&[("result", result)]).inc();
-        self.0.cache_entries.set(entries as i64);
+        if let Some(entries) = entries {
+            self.0.cache_entries.set(entries as i64);
+        }
+    }
+
+    pub fn cache_error(&self, backend: &'static str, op: &'static str) {
+        self.0.cache_errors.get_or_create(&[("backend", backend), ("op", op)]).inc();
     }
 
     pub fn observe_batch(&self, size: usize, took: Duration) {
@@ -144,7 +157,7 @@ mod tests {
         let m = Metrics::default();
         m.route("forward", Duration::from_millis(2));
         m.cache_lookup("memory", "exact", "hit", Duration::from_micros(3));
-        m.cache_store("stored", 3);
+        m.cache_store("stored", Some(3));
         m.observe_batch(4, Duration::from_millis(1));
         let text = m.render();
         for needle in [

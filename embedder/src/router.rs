@@ -8,6 +8,7 @@ use tracing::{debug, info, warn};
 use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
 
 use crate::batching::{EmbedError, EmbedQueue};
+use crate::cache::backend::CacheBackend;
 use crate::cache::memory::MemoryCache;
 use crate::cache::policy::CachePolicy;
 use crate::cache::guard;
@@ -31,11 +32,11 @@ pub struct Router {
     pii: Option<PiiPolicy>,
     jailbreak: Option<Jailbreak>,
     embedder: EmbedQueue,
-    cache: Option<MemoryCache>,
+    cache: Option<CacheBackend>,
     cache_policy: CachePolicy,
     /// Part of every cache key: see [`crate::config::cache_epoch`].
     cache_epoch: String,
-    /// Where the cache is saved and restored (`cache.snapshot`).
+    /// Where the embedded cache is saved and restored (`cache.snapshot`).
     snapshot: Option<PathBuf>,
     tickets: Tickets,
     metrics: Metrics,
@@ -48,14 +49,17 @@ impl Router {
         if let Some(unknown) = cache_policy.categories().find(|name| !routing.can_assign(name)) {
             anyhow::bail!("cache.categories: '{unknown}' is not a routing category (configured, a head label, or 'default')");
         }
-        // The index returns candidates down to the loosest category's threshold; each request's
-        // own threshold is applied to the hit.
+        // The backend returns candidates down to the loosest category's threshold; each
+        // request's own threshold is applied to the hit.
         let c = &config.cache;
-        let cache = c.enabled.then(|| MemoryCache::new(cache_policy.floor(), Duration::from_secs(c.ttl_seconds), c.max_entries).with_eviction(c.eviction));
+        let cache = c.enabled.then(|| CacheBackend::build(c, cache_policy.floor(), embedder.dim(), &metrics));
+        if let Some(CacheBackend::Milvus(milvus)) = &cache {
+            milvus.warm_up().await;
+        }
         // Restored entries keep the epoch they were written under: after a relevant config
         // change they never match, and leave by TTL or eviction.
         let snapshot = if c.enabled { c.snapshot.clone() } else { None };
-        if let (Some(cache), Some(path)) = (&cache, &snapshot) {
+        if let (Some(CacheBackend::Memory(cache)), Some(path)) = (&cache, &snapshot) {
             restore(cache, path, embedder.dim());
         }
         let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(anyhow::Error::msg)?;
@@ -72,25 +76,28 @@ impl Router {
         Ok(Router { routing, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
     }
 
-    /// The cache's contents and settings (`None` when disabled), for the admin API.
-    pub fn cache_stats(&self) -> Option<(Stats, serde_json::Value)> {
+    /// The cache's contents and settings (`None` when disabled), for the admin API; the contents
+    /// only where the backend knows them cheaply (the embedded one).
+    pub fn cache_stats(&self) -> Option<(Option<Stats>, serde_json::Value)> {
         let cache = self.cache.as_ref()?;
-        let about = serde_json::json!({"backend": "memory", "epoch": self.cache_epoch});
+        let about = serde_json::json!({"backend": cache.name(), "epoch": self.cache_epoch});
         Some((cache.stats(), about))
     }
 
     /// Removes the entries the selector matches (`None` when the cache is disabled).
-    pub fn invalidate(&self, selector: &Selector) -> Option<usize> {
+    pub async fn invalidate(&self, selector: &Selector) -> Option<Result<usize, &'static str>> {
         let cache = self.cache.as_ref()?;
-        let removed = cache.invalidate(selector);
-        self.metrics.cache_invalidated(removed, cache.len());
-        info!(removed, by = ?selector_fields(selector), "cache invalidated");
+        let removed = cache.invalidate(selector).await;
+        if let Ok(n) = removed {
+            self.metrics.cache_invalidated(n, cache.entries());
+            info!(removed = n, by = ?selector_fields(selector), "cache invalidated");
+        }
         Some(removed)
     }
 
     /// Writes the cache to `cache.snapshot`, if configured; a failure is logged, never fatal.
     pub fn save_cache(&self) {
-        let (Some(cache), Some(path)) = (&self.cache, &self.snapshot) else { return };
+        let (Some(CacheBackend::Memory(cache)), Some(path)) = (&self.cache, &self.snapshot) else { return };
         let started = Instant::now();
         match cache.save(path, self.embedder.dim(), Instant::now()) {
             Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot written"),
@@ -128,8 +135,8 @@ impl Router {
         // stays sound with jailbreak detection on: blocked and flagged prompts are never stored.
         if let Some(cache) = lookup {
             let t0 = Instant::now();
-            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0);
-            self.metrics.cache_lookup("memory", "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
+            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0).await;
+            self.metrics.cache_lookup(cache.name(), "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
             }
@@ -190,8 +197,8 @@ impl Router {
                 None => true,
             };
             let t0 = Instant::now();
-            let hit = cache.lookup(&partition, fingerprint, &embedding, t0, accept).filter(|h| h.similarity >= threshold);
-            self.metrics.cache_lookup("memory", "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
+            let hit = cache.lookup(&partition, fingerprint, &embedding, t0, accept).await.filter(|h| h.similarity >= threshold);
+            self.metrics.cache_lookup(cache.name(), "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
             }
@@ -322,9 +329,9 @@ impl Router {
     }
 
     /// Caches a complete answer under the ticket its Route handed out.
-    pub fn store(&self, req: StoreRequest) -> StoreReply {
-        let result = self.try_store(req);
-        let entries = self.cache.as_ref().map_or(0, MemoryCache::len);
+    pub async fn store(&self, req: StoreRequest) -> StoreReply {
+        let result = self.try_store(req).await;
+        let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::entries);
         let label = result.as_ref().map_or_else(|why| *why, |_| "stored");
         self.metrics.cache_store(label, entries);
         match result {
@@ -333,13 +340,12 @@ impl Router {
         }
     }
 
-    fn try_store(&self, req: StoreRequest) -> Result<(), &'static str> {
+    async fn try_store(&self, req: StoreRequest) -> Result<(), &'static str> {
         let cache = self.cache.as_ref().ok_or("cache_disabled")?;
         let pending = self.tickets.redeem(&req.ticket, Instant::now()).ok_or("unknown_ticket")?;
         let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) };
         let body = body.map_err(|e| e.label())?;
-        cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now());
-        Ok(())
+        cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now()).await
     }
 }
 

@@ -38,6 +38,6 @@ impl RouterApi for RouterService {
     }
 
     async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreReply>, Status> {
-        Ok(Response::new(self.router.store(request.into_inner())))
+        Ok(Response::new(self.router.store(request.into_inner()).await))
     }
 }

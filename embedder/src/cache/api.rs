@@ -42,12 +42,11 @@ pub fn credential_tenant(credential: &[u8]) -> String {
 
 pub async fn stats(State(router): State<Arc<Router>>) -> Reply {
     match router.cache_stats() {
-        Some((stats, about)) => {
-            let mut v = serde_json::to_value(stats).unwrap_or(Value::Null);
-            if let (Some(obj), Value::Object(about)) = (v.as_object_mut(), about) {
-                obj.extend(about);
+        Some((stats, mut about)) => {
+            if let (Some(about), Some(Value::Object(stats))) = (about.as_object_mut(), stats.map(serde_json::to_value).and_then(Result::ok)) {
+                about.extend(stats);
             }
-            (StatusCode::OK, Json(v))
+            (StatusCode::OK, Json(about))
         }
         None => error(StatusCode::NOT_FOUND, "The cache is disabled (cache.enabled: false).", "cache_disabled"),
     }
@@ -68,16 +67,18 @@ pub async fn invalidate(State(router): State<Arc<Router>>, body: Result<Json<Inv
     if selector.is_empty() {
         return error(StatusCode::BAD_REQUEST, "Say what to invalidate: id, tenant, api_key, model and/or prompt (POST /v1/cache/flush empties the cache).", "invalid_request");
     }
-    reply(router.invalidate(&selector))
+    reply(router.invalidate(&selector).await)
 }
 
 pub async fn flush(State(router): State<Arc<Router>>) -> Reply {
-    reply(router.invalidate(&Selector::default()))
+    reply(router.invalidate(&Selector::default()).await)
 }
 
-fn reply(removed: Option<usize>) -> Reply {
+fn reply(removed: Option<Result<usize, &'static str>>) -> Reply {
     match removed {
-        Some(n) => (StatusCode::OK, Json(json!({"invalidated": n}))),
+        Some(Ok(n)) => (StatusCode::OK, Json(json!({"invalidated": n}))),
+        Some(Err("unsupported")) => error(StatusCode::NOT_IMPLEMENTED, "The milvus backend can only be flushed (POST /v1/cache/flush): its entries are keyed by a hash of tenant, model and context.", "unsupported"),
+        Some(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"message": "The cache backend failed; see the sidecar log and vane_cache_errors_total.", "type": "server_error", "param": null, "code": "backend_error"}}))),
         None => error(StatusCode::NOT_FOUND, "The cache is disabled (cache.enabled: false).", "cache_disabled"),
     }
 }

@@ -7,11 +7,13 @@
 //! must reach the similarity threshold.
 
 pub mod api;
+pub mod backend;
 pub mod eval;
 pub mod eviction;
 pub mod guard;
 pub mod index;
 pub mod memory;
+pub mod milvus;
 pub mod policy;
 pub mod snapshot;
 
@@ -68,6 +70,10 @@ impl PromptKey {
             hasher.update(word.as_bytes());
         }
         PromptKey(hasher.finalize().into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 

@@ -1,0 +1,104 @@
+//! The configured cache backend (`cache.backend`): the router calls this, whichever it is.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::memory::MemoryCache;
+use super::milvus::{MilvusCache, MilvusSettings, Skipped};
+use super::{Fingerprint, Hit, Partition, PromptKey, Selector, Stats};
+use crate::config::{Backend, CacheConfig};
+use crate::metrics::Metrics;
+
+pub enum CacheBackend {
+    Memory(Box<MemoryCache>),
+    Milvus(Arc<MilvusCache>),
+}
+
+impl CacheBackend {
+    /// The backend of `config`, returning candidates down to `threshold`; a Milvus one connects
+    /// lazily and starts its TTL cleanup task (call inside a Tokio runtime).
+    pub fn build(config: &CacheConfig, threshold: f32, dim: usize, metrics: &Metrics) -> CacheBackend {
+        let ttl = Duration::from_secs(config.ttl_seconds);
+        match config.backend {
+            Backend::Memory => CacheBackend::Memory(Box::new(MemoryCache::new(threshold, ttl, config.max_entries).with_eviction(config.eviction))),
+            Backend::Milvus => {
+                let m = &config.milvus;
+                let settings = MilvusSettings {
+                    address: m.address.clone(),
+                    collection: m.collection.clone(),
+                    consistency: m.consistency.level(),
+                    timeout: Duration::from_millis(m.timeout_ms),
+                    top_k: m.top_k,
+                    ef: m.ef,
+                    dim,
+                };
+                let cache = Arc::new(MilvusCache::new(settings, threshold, ttl, metrics.clone()));
+                cache.spawn_cleanup(Duration::from_secs(m.cleanup_seconds));
+                CacheBackend::Milvus(cache)
+            }
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            CacheBackend::Memory(_) => "memory",
+            CacheBackend::Milvus(_) => "milvus",
+        }
+    }
+
+    pub async fn lookup_exact(&self, partition: &Partition, fingerprint: Fingerprint, prompt: PromptKey, now: Instant) -> Option<Hit> {
+        match self {
+            CacheBackend::Memory(c) => c.lookup_exact(partition, fingerprint, prompt, now),
+            CacheBackend::Milvus(c) => c.lookup_exact(partition, fingerprint, prompt, now).await,
+        }
+    }
+
+    pub async fn lookup(&self, partition: &Partition, fingerprint: Fingerprint, embedding: &[f32], now: Instant, accept: impl FnMut(&str) -> bool) -> Option<Hit> {
+        match self {
+            CacheBackend::Memory(c) => c.lookup(partition, fingerprint, embedding, now, accept),
+            CacheBackend::Milvus(c) => c.lookup(partition, fingerprint, embedding, now, accept).await,
+        }
+    }
+
+    /// `Ok(())` when stored; otherwise the Store reply's reason.
+    pub async fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> Result<(), &'static str> {
+        match self {
+            CacheBackend::Memory(c) => {
+                c.insert(partition, fingerprint, text, embedding, completion, now);
+                Ok(())
+            }
+            CacheBackend::Milvus(c) => match c.insert(partition, fingerprint, text, embedding, completion, now).await {
+                Ok(None) => Ok(()),
+                Ok(Some(Skipped::TooLarge)) => Err("too_large"),
+                Ok(Some(Skipped::NotUtf8)) => Err("not_utf8"),
+                Err(()) => Err("backend_error"),
+            },
+        }
+    }
+
+    /// What the cache holds (the embedded backend; Milvus would need a query per field).
+    pub fn stats(&self) -> Option<Stats> {
+        match self {
+            CacheBackend::Memory(c) => Some(c.stats()),
+            CacheBackend::Milvus(_) => None,
+        }
+    }
+
+    /// Removes what the selector matches; Milvus keys entries by a hash of tenant, model and
+    /// context, so there it can only flush everything (an empty selector).
+    pub async fn invalidate(&self, selector: &Selector) -> Result<usize, &'static str> {
+        match self {
+            CacheBackend::Memory(c) => Ok(c.invalidate(selector)),
+            CacheBackend::Milvus(c) if selector.is_empty() => c.flush().await.map_err(|()| "backend_error"),
+            CacheBackend::Milvus(_) => Err("unsupported"),
+        }
+    }
+
+    /// Entries held, where that is cheap to know (not for Milvus: a count is a query).
+    pub fn entries(&self) -> Option<usize> {
+        match self {
+            CacheBackend::Memory(c) => Some(c.len()),
+            CacheBackend::Milvus(_) => None,
+        }
+    }
+}
