@@ -67,3 +67,21 @@ def test_cache_on_milvus_hits_fails_open_and_reconnects(make_stack, milvus, tmp_
     r = v.wait_cached(body, timeout=30)
     assert r.body == first.body, r
     v.chat_stored("What is the capital of Peru?")
+
+
+def test_admin_flush_empties_the_milvus_collection(make_stack, milvus, tmp_path):
+    import json
+    import urllib.request
+    v = make_stack(sidecar_config=milvus_config(tmp_path, milvus.address))
+    v.chat_stored(ROME)
+    url = f"http://127.0.0.1:{v.stack.admin_port}/v1/cache"
+    with urllib.request.urlopen(f"{url}/stats", timeout=5) as r:
+        assert json.load(r)["backend"] == "milvus"
+    req = urllib.request.Request(f"{url}/flush", data=b"{}", method="POST", headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert json.load(r)["invalidated"] >= 1
+    deadline = time.monotonic() + 10  # deletes become visible within Milvus's time tick
+    while (r := v.chat(ROME)).cache == "hit":  # (a miss stores the answer again: stop at the first)
+        assert time.monotonic() < deadline, "still a hit 10 s after the flush"
+        time.sleep(0.3)
+    assert r.status == 200 and r.cache == "miss", r
