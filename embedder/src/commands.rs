@@ -28,6 +28,13 @@ pub struct DataArgs {
     /// The field holding the label (a string, number or boolean).
     #[arg(long)]
     label_field: Option<String>,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+}
+
+/// The configuration whose encoder embeds the texts, and how.
+#[derive(Args)]
+pub struct EncoderArgs {
     #[arg(long, env = "VANE_CONFIG", default_value = "config/vane.yaml")]
     config: PathBuf,
     /// Keep embeddings here (keyed by the texts and the encoder) so that re-runs skip the encoder.
@@ -36,6 +43,16 @@ pub struct DataArgs {
     /// ONNX Runtime intra-op threads (overrides model.threads).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+impl EncoderArgs {
+    fn load_config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(&self.config)?;
+        if let Some(t) = self.threads {
+            config.model.threads = t.max(1);
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Args)]
@@ -118,14 +135,8 @@ pub struct EvalCacheArgs {
     /// The field saying whether the two ask the same (1/0, true/false).
     #[arg(long, default_value = "is_duplicate")]
     label_field: String,
-    #[arg(long, env = "VANE_CONFIG", default_value = "config/vane.yaml")]
-    config: PathBuf,
-    /// Keep embeddings here so that re-runs skip the encoder.
-    #[arg(long)]
-    cache_embeddings: Option<PathBuf>,
-    /// ONNX Runtime intra-op threads (overrides model.threads).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    encoder: EncoderArgs,
     /// Measure this many pairs, chosen by a seeded shuffle (the same ones on every run).
     #[arg(long)]
     limit: Option<usize>,
@@ -162,10 +173,7 @@ pub fn eval_pii(data: &Path) -> anyhow::Result<()> {
 
 pub fn eval_cache(args: EvalCacheArgs) -> anyhow::Result<()> {
     use crate::cache::eval::{self as cache_eval, Fields, Scored};
-    let mut config = Config::load(&args.config)?;
-    if let Some(t) = args.threads {
-        config.model.threads = t.max(1);
-    }
+    let config = args.encoder.load_config()?;
     let fields = Fields { cached: &args.q1_field, asked: &args.q2_field, label: &args.label_field };
     let (all, skipped) = cache_eval::read_pairs(&args.pairs, &fields)?;
     let pairs: Vec<_> = cache_eval::subsample(all.len(), args.limit, args.seed).into_iter().map(|i| all[i].clone()).collect();
@@ -173,7 +181,7 @@ pub fn eval_cache(args: EvalCacheArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!pairs.is_empty(), "{}: no pairs to measure", args.pairs.display());
     // Both sides in one list, so that one cache file holds the whole run.
     let texts: Vec<&str> = pairs.iter().map(|p| p.cached.as_str()).chain(pairs.iter().map(|p| p.asked.as_str())).collect();
-    let (x, _) = embed_texts(&config, &texts, args.cache_embeddings.as_deref())?;
+    let (x, _) = embed_texts(&config, &texts, args.encoder.cache_embeddings.as_deref())?;
     let (cached, asked) = x.split_at(pairs.len());
     let scored: Vec<Scored> = pairs.iter().zip(cached.iter().zip(asked)).map(|(p, (a, b))| Scored::new(p, crate::model::cosine(a, b))).collect();
     if let Some(out) = &args.scores_out {
@@ -201,14 +209,6 @@ fn embed_texts(config: &Config, texts: &[&str], cache_dir: Option<&Path>) -> any
     Ok((dataset::embed_all(&mut encoder, texts, config.model.max_batch.min(32), cache)?, encoder.dim()))
 }
 
-fn load_config(args: &DataArgs) -> anyhow::Result<Config> {
-    let mut config = Config::load(&args.config)?;
-    if let Some(t) = args.threads {
-        config.model.threads = t.max(1);
-    }
-    Ok(config)
-}
-
 fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
@@ -226,13 +226,13 @@ fn load_and_embed(args: &DataArgs, config: &Config, text_fields: &[String], labe
     let chosen = keep(&loaded.examples);
     let examples: Vec<Example> = chosen.into_iter().map(|i| loaded.examples[i].clone()).collect();
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-    let (x, dim) = embed_texts(config, &texts, args.cache_embeddings.as_deref())?;
+    let (x, dim) = embed_texts(config, &texts, args.encoder.cache_embeddings.as_deref())?;
     Ok((examples, x, dim))
 }
 
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let config = load_config(&args.data)?;
+    let config = args.data.encoder.load_config()?;
     anyhow::ensure!(!args.data.text_fields.is_empty(), "give --text-field");
     let label_field = args.data.label_field.clone().context("give --label-field")?;
     anyhow::ensure!((0.0..0.9).contains(&args.holdout), "--holdout: must be in [0, 0.9)");
@@ -345,11 +345,8 @@ fn most_suspicious_windows(args: &DataArgs, config: &Config, head: &Head, positi
     if windows.is_empty() {
         return Ok(());
     }
-    let mut encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
     let texts: Vec<&str> = windows.iter().map(|(_, w)| w.as_str()).collect();
-    let salt = format!("max_tokens={}", config.model.max_tokens);
-    let cache = args.cache_embeddings.as_deref().map(|dir| (dir, config.model.onnx.as_path(), salt.as_str()));
-    let embedded = dataset::embed_all(&mut encoder, &texts, config.model.max_batch.min(32), cache)?;
+    let (embedded, _) = embed_texts(config, &texts, args.encoder.cache_embeddings.as_deref())?;
     for ((i, _), e) in windows.iter().zip(&embedded) {
         let p = head.predict(e);
         if p[positive] > probabilities[*i][positive] {
@@ -381,9 +378,9 @@ fn label_indices(examples: &[Example]) -> (Vec<String>, Vec<usize>) {
 }
 
 pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let config = load_config(&args.data)?;
+    let config = args.data.encoder.load_config()?;
     let path = args.head.clone().or_else(|| config.routing.head.clone()).with_context(|| {
-        format!("no head to evaluate: pass --head FILE or set routing.head in {}", args.data.config.display())
+        format!("no head to evaluate: pass --head FILE or set routing.head in {}", args.data.encoder.config.display())
     })?;
     let head = Head::load(&path)?;
     let fields = if args.data.text_fields.is_empty() { head.meta.text_fields.clone() } else { args.data.text_fields.clone() };

@@ -207,19 +207,8 @@ impl Graph {
     }
 }
 
-/// Inner product with eight independent accumulators, so the compiler can vectorise it (a plain
-/// `sum()` must add in order and stays scalar).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
+/// Inner product of unit vectors: cosine similarity (the head's vectorised dot product).
+pub use crate::head::dot;
 
 #[cfg(test)]
 mod tests {
