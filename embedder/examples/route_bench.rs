@@ -2,7 +2,7 @@
 //! called by N concurrent gRPC clients with distinct short prompts (every call is a cache miss
 //! that runs the encoder and the routing decision).
 //!
-//! `cargo run --release -p vane-embedder --example route_bench -- [--seconds 5] [--callers 1,16,128]`
+//! `cargo run --release -p vane-embedder --example route_bench -- [--seconds 5] [--callers 1,16,128] [--encoders N]`
 //! prints one row per (model, batching, callers): p50/p99 latency and the sustained rate.
 
 use std::sync::Arc;
@@ -80,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
     let callers: Vec<usize> = arg("--callers", "1,16,128").split(',').map(str::parse).collect::<Result<_, _>>()?;
     let models = arg("--models", "int8,fp32");
     let config_path = arg("--config", "config/vane.yaml");
+    // Default: the configuration's model.encoders.
+    let encoders: Option<usize> = std::env::args().any(|a| a == "--encoders").then(|| arg("--encoders", "1").parse()).transpose()?;
     let counter = Arc::new(AtomicUsize::new(0));
     println!("| model | batching | callers | p50 ms | p99 ms | Route/s | errors |\n|---|---|---|---|---|---|---|");
     for model in models.split(',') {
@@ -90,9 +92,9 @@ async fn main() -> anyhow::Result<()> {
                 config.model.max_batch = 1;
             }
             config.cache.max_entries = 1_000_000;
+            config.model.encoders = encoders.unwrap_or(config.model.encoders);
             let metrics = Metrics::default();
-            let encoder = OnnxEncoder::load(&config.model)?;
-            let queue = EmbedQueue::start(Box::new(encoder), BatchPolicy::from_config(&config.model), metrics.clone());
+            let queue = EmbedQueue::start_many(OnnxEncoder::load_all(&config.model)?, BatchPolicy::from_config(&config.model), metrics.clone());
             let router = Arc::new(Router::build(&config, queue, metrics).await?);
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;

@@ -1,12 +1,13 @@
-//! The encoder's two threads and the queue in front of them.
+//! The encoder's threads and the queue in front of them.
 //!
 //! Callers on tokio workers send a job over a bounded queue and await a oneshot. A tokeniser
-//! thread turns texts into token ids; the encoder thread collects tokenised jobs into one batch
+//! thread turns texts into token ids; an encoder thread collects tokenised jobs into one batch
 //! (flushed at `max_batch` jobs, `max_batch_tokens` padded tokens, or `max_wait` after the first
 //! arrived; with no wait it takes only what is already queued) and runs the model once. A full
 //! queue is answered at once with [`EmbedError::Overloaded`]; jobs whose caller left are skipped.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,7 @@ impl BatchPolicy {
     }
 }
 
-/// Cheap to clone; all clones feed the same encoder thread.
+/// Cheap to clone; all clones feed the same encoder threads.
 #[derive(Clone)]
 pub struct EmbedQueue {
     tx: SyncSender<Job>,
@@ -64,19 +65,29 @@ pub struct EmbedQueue {
 
 impl EmbedQueue {
     pub fn start(encoder: Box<dyn Encoder>, policy: BatchPolicy, metrics: Metrics) -> EmbedQueue {
-        let dim = encoder.dim();
-        let tokenizer = encoder.tokenizer();
+        Self::start_many(vec![encoder], policy, metrics)
+    }
+
+    /// One thread per encoder (`model.encoders`), taking turns at the queue: while one runs a
+    /// batch the next collects its own, so a single-threaded model keeps several cores busy.
+    pub fn start_many(encoders: Vec<Box<dyn Encoder>>, policy: BatchPolicy, metrics: Metrics) -> EmbedQueue {
+        let first = encoders.first().expect("at least one encoder");
+        let (dim, tokenizer) = (first.dim(), first.tokenizer());
         let (tx, jobs) = mpsc::sync_channel(policy.queue.max(1));
         // Small, so that a slow encoder pushes back into the bounded queue above.
-        let (tokenized_tx, tokenized) = mpsc::sync_channel(policy.max_batch.max(1));
+        let (tokenized_tx, tokenized) = mpsc::sync_channel(policy.max_batch.max(1) * encoders.len());
         thread::Builder::new()
             .name("vane-tokenizer".into())
             .spawn(move || tokenize(tokenizer, jobs, tokenized_tx))
             .expect("spawning the tokenizer thread");
-        thread::Builder::new()
-            .name("vane-encoder".into())
-            .spawn(move || run(encoder, tokenized, policy, metrics))
-            .expect("spawning the encoder thread");
+        let tokenized = Arc::new(Mutex::new(tokenized));
+        for (i, encoder) in encoders.into_iter().enumerate() {
+            let (tokenized, metrics) = (tokenized.clone(), metrics.clone());
+            thread::Builder::new()
+                .name(format!("vane-encoder-{i}"))
+                .spawn(move || run(encoder, &tokenized, policy, metrics))
+                .expect("spawning an encoder thread");
+        }
         EmbedQueue { tx, dim }
     }
 
@@ -130,30 +141,36 @@ fn tokenize(tokenizer: Tokenizer, jobs: Receiver<Job>, out: SyncSender<Tokenized
     }
 }
 
-fn run(mut encoder: Box<dyn Encoder>, rx: Receiver<Tokenized>, policy: BatchPolicy, metrics: Metrics) {
-    while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + policy.max_wait;
-        let mut longest = first.ids.len().max(1);
-        let mut jobs = vec![first];
-        while jobs.len() < policy.max_batch {
-            let next = if policy.max_wait.is_zero() {
-                rx.try_recv().ok()
-            } else {
-                rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
-            };
-            let Some(job) = next else { break };
-            let padded = (jobs.len() + 1) * longest.max(job.ids.len());
-            if padded > policy.max_batch_tokens {
-                run_batch(encoder.as_mut(), std::mem::take(&mut jobs), &metrics);
-                longest = job.ids.len().max(1);
-                jobs.push(job);
-                continue;
-            }
-            longest = longest.max(job.ids.len());
-            jobs.push(job);
+fn run(mut encoder: Box<dyn Encoder>, rx: &Mutex<Receiver<Tokenized>>, policy: BatchPolicy, metrics: Metrics) {
+    while let Some(batches) = collect(rx, policy) {
+        for jobs in batches {
+            run_batch(encoder.as_mut(), jobs, &metrics);
         }
-        run_batch(encoder.as_mut(), jobs, &metrics);
     }
+}
+
+/// The next batch, taken while holding the queue (a job that would break the token budget goes
+/// in a batch of its own, after); `None` once the queue is closed.
+fn collect(rx: &Mutex<Receiver<Tokenized>>, policy: BatchPolicy) -> Option<Vec<Vec<Tokenized>>> {
+    let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+    let first = rx.recv().ok()?;
+    let deadline = Instant::now() + policy.max_wait;
+    let mut longest = first.ids.len().max(1);
+    let mut jobs = vec![first];
+    while jobs.len() < policy.max_batch {
+        let next = if policy.max_wait.is_zero() {
+            rx.try_recv().ok()
+        } else {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+        };
+        let Some(job) = next else { break };
+        longest = longest.max(job.ids.len());
+        if (jobs.len() + 1) * longest > policy.max_batch_tokens {
+            return Some(vec![jobs, vec![job]]);
+        }
+        jobs.push(job);
+    }
+    Some(vec![jobs])
 }
 
 fn run_batch(encoder: &mut dyn Encoder, mut jobs: Vec<Tokenized>, metrics: &Metrics) {
@@ -183,7 +200,6 @@ fn run_batch(encoder: &mut dyn Encoder, mut jobs: Vec<Tokenized>, metrics: &Metr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     /// Records batch sizes; a text's ids are its bytes, and it embeds as [len, 1].
     struct Fake(Arc<Mutex<Vec<usize>>>);
@@ -225,6 +241,21 @@ mod tests {
         }
         let b = batches.lock().unwrap();
         assert!(b.len() < 8, "expected batching, got {b:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_encoders_take_turns_and_answers_stay_in_place() {
+        let (a, b) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let encoders: Vec<Box<dyn Encoder>> = vec![Box::new(Fake(a.clone())), Box::new(Fake(b.clone()))];
+        let q = EmbedQueue::start_many(encoders, policy(1, 64), Metrics::default());
+        let got = embed_all(&q, (0..6).map(|i| "y".repeat(i)).collect()).await;
+        for (i, v) in got.into_iter().enumerate() {
+            assert_eq!(v.unwrap(), vec![i as f32, 1.0]);
+        }
+        // While one sleeps in its pass, the other takes the next job.
+        let (a, b) = (a.lock().unwrap().len(), b.lock().unwrap().len());
+        assert_eq!(a + b, 6);
+        assert!(a >= 1 && b >= 1, "one encoder did everything: {a} + {b}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

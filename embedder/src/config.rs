@@ -114,6 +114,10 @@ pub struct ModelConfig {
     /// ONNX Runtime intra-op threads.
     #[serde(default = "defaults::threads")]
     pub threads: usize,
+    /// Encoder sessions, each on its own thread, taking turns at the batch queue: more
+    /// throughput on several cores at the same single-request latency (memory: one model each).
+    #[serde(default = "defaults::encoders")]
+    pub encoders: usize,
     /// Most prompts embedded in one encoder pass.
     #[serde(default = "defaults::max_batch")]
     pub max_batch: usize,
@@ -398,6 +402,7 @@ pub struct CacheCategory {
 mod defaults {
     pub fn max_tokens() -> usize { 256 }
     pub fn threads() -> usize { 1 }
+    pub fn encoders() -> usize { 1 }
     pub fn max_batch() -> usize { 32 }
     pub fn max_batch_tokens() -> usize { 8192 }
     pub fn queue() -> usize { 1024 }
@@ -471,6 +476,7 @@ impl Config {
         let m = &self.model;
         check(m.max_tokens >= 8 && m.max_tokens <= 512, "model.max_tokens: must be between 8 and 512".into());
         check(m.threads >= 1, "model.threads: must be at least 1".into());
+        check((1..=64).contains(&m.encoders), "model.encoders: must be between 1 and 64".into());
         check(m.max_batch >= 1, "model.max_batch: must be at least 1".into());
         check(m.max_batch_tokens >= m.max_tokens, "model.max_batch_tokens: must be at least model.max_tokens".into());
         check(m.max_wait_us <= 100_000, "model.max_wait_us: must be at most 100000 (0.1 s)".into());

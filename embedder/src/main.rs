@@ -87,9 +87,9 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
     config.server.admin = admin.unwrap_or(config.server.admin);
     let metrics = Metrics::default();
     let started = std::time::Instant::now();
-    let encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
-    info!(model = %config.model.onnx.display(), took_ms = started.elapsed().as_millis() as u64, "encoder ready");
-    let queue = EmbedQueue::start(Box::new(encoder), BatchPolicy::from_config(&config.model), metrics.clone());
+    let encoders = OnnxEncoder::load_all(&config.model).context("loading the encoder")?;
+    info!(model = %config.model.onnx.display(), sessions = encoders.len(), took_ms = started.elapsed().as_millis() as u64, "encoder ready");
+    let queue = EmbedQueue::start_many(encoders, BatchPolicy::from_config(&config.model), metrics.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -24,6 +24,11 @@ fn load_err(path: &Path, e: impl ToString) -> ModelError {
 }
 
 impl OnnxEncoder {
+    /// `model.encoders` sessions of the configured model.
+    pub fn load_all(cfg: &ModelConfig) -> Result<Vec<Box<dyn Encoder>>, ModelError> {
+        (0..cfg.encoders.max(1)).map(|_| OnnxEncoder::load(cfg).map(|e| Box::new(e) as Box<dyn Encoder>)).collect()
+    }
+
     pub fn load(cfg: &ModelConfig) -> Result<OnnxEncoder, ModelError> {
         let session = Session::builder(environment(cfg)?)
             .and_then(|b| with_device(b, cfg.device))
