@@ -143,16 +143,27 @@ impl Router {
         }
         let embedding = self.embedder.embed(req.prompt.clone()).await?;
 
-        // Jailbreak verdict before anything is served. Per-category overrides need the category,
-        // so then the routing decision is made first.
+        // Per-category policies (jailbreak overrides, cache rules) need the request's category:
+        // the routing decision's for a routed request (made now, once, and reused below), else
+        // the prompt's own.
+        let needs_category = self.jailbreak.as_ref().is_some_and(Jailbreak::has_overrides) || (self.cache.is_some() && self.cache_policy.needs_category());
         let mut routed_decision = None;
+        let category = match (needs_category, routed) {
+            (false, _) => None,
+            (true, true) => {
+                let r = self.classify(&partition, &turns, &req.prompt, &embedding).await?;
+                let category = r.decision.category.clone();
+                routed_decision = Some(r);
+                Some(category)
+            }
+            (true, false) => Some(self.routing.decide(&embedding, None).category),
+        };
+        let category = category.as_deref();
+
+        // Jailbreak verdict before anything is served.
         let mut flagged = None;
         if let Some(jailbreak) = &self.jailbreak {
             let score = self.jailbreak_score(jailbreak, &req.prompt, &embedding).await?;
-            if routed && jailbreak.has_overrides() {
-                routed_decision = Some(self.classify(&partition, &turns, &req.prompt, &embedding).await?);
-            }
-            let category = routed_decision.as_ref().map(|r| r.decision.category.as_str());
             match jailbreak.verdict(score, category) {
                 Verdict::Allow => {}
                 Verdict::Block(score) => {
@@ -175,15 +186,7 @@ impl Router {
         }
         // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
         // nor is a request of a category that is never cached.
-        let threshold = if self.cache.is_some() && self.cache_policy.needs_category() {
-            let category = match &routed_decision {
-                Some(r) => r.decision.category.clone(),
-                None => self.routing.decide(&embedding, None).category,
-            };
-            self.cache_policy.threshold(Some(&category))
-        } else {
-            self.cache_policy.threshold(None)
-        };
+        let threshold = self.cache_policy.threshold(category);
         let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
         let threshold = threshold.unwrap_or(1.0);
 
