@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vane_embedder::cache::backend::CacheBackend;
-use vane_embedder::cache::{Fingerprint, Partition, PromptKey, Tier};
+use vane_embedder::cache::{Fingerprint, Partition, PromptKey, Selector, Tier};
 use vane_embedder::config::{Backend, CacheConfig, Consistency};
 use vane_embedder::metrics::Metrics;
 
@@ -174,6 +174,44 @@ async fn tenants_and_models_are_isolated(kind: Kind) {
     assert_eq!(c.answer(&p("initech", "auto"), fp, &[1.0, 0.0], now).await, None);
 }
 
+async fn invalidation_removes_what_the_selector_matches(kind: Kind) {
+    let c = cache(kind, "invalidation", 0.9, 60).await;
+    let now = Instant::now();
+    let fp = Fingerprint::of("");
+    let entries = [("acme", "auto", "q1", 1.0), ("acme", "gpt", "q1", 2.0), ("acme", "auto", "q2", 3.0), ("globex", "auto", "q1", 4.0)];
+    for (tenant, model, prompt, axis) in entries {
+        c.put(p(tenant, model), fp, prompt, &[axis, 1.0], &format!("{tenant}/{model}/{prompt}"), now).await;
+    }
+    let live = async |tenant: &str, model: &str, prompt: &str| c.backend.lookup_exact(&p(tenant, model), fp, PromptKey::of(prompt), now).await;
+    // Milvus applies deletes asynchronously, even for session reads: removed entries may answer
+    // for a moment (the embedded backend: never).
+    let gone = async |tenant: &str, model: &str, prompt: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while live(tenant, model, prompt).await.is_some() {
+            assert!(Instant::now() < deadline, "{tenant}/{model}/{prompt} still answers 5 s after its invalidation");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let selector = |json: &str| serde_json::from_str::<Selector>(json).unwrap();
+
+    // By id: the one a hit reported.
+    let id = live("acme", "gpt", "q1").await.expect("stored").id;
+    assert_eq!(c.backend.invalidate(&selector(&format!(r#"{{"id": {id}}}"#))).await, Ok(1));
+    gone("acme", "gpt", "q1").await;
+    // By prompt and model, whitespace aside.
+    assert_eq!(c.backend.invalidate(&selector(r#"{"prompt": " q2 ", "model": "auto"}"#)).await, Ok(1));
+    gone("acme", "auto", "q2").await;
+    assert!(live("acme", "auto", "q1").await.is_some(), "another prompt stays");
+    // By tenant: only that tenant's.
+    assert_eq!(c.backend.invalidate(&selector(r#"{"tenant": "acme"}"#)).await, Ok(1));
+    gone("acme", "auto", "q1").await;
+    assert!(live("globex", "auto", "q1").await.is_some(), "another tenant stays");
+    assert_eq!(c.backend.invalidate(&selector(r#"{"tenant": "initech"}"#)).await, Ok(0));
+    // Empty: everything.
+    assert_eq!(c.backend.invalidate(&Selector::default()).await, Ok(1));
+    gone("globex", "auto", "q1").await;
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -199,6 +237,7 @@ contract!(
     the_most_similar_entry_wins,
     entries_expire,
     tenants_and_models_are_isolated,
+    invalidation_removes_what_the_selector_matches,
 );
 
 /// No server at all: every call is a counted error answered as a miss or a skipped store.

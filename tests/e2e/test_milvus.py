@@ -69,19 +69,32 @@ def test_cache_on_milvus_hits_fails_open_and_reconnects(make_stack, milvus, tmp_
     v.chat_stored("What is the capital of Peru?")
 
 
-def test_admin_flush_empties_the_milvus_collection(make_stack, milvus, tmp_path):
-    import json
-    import urllib.request
+def test_admin_invalidate_and_flush_on_milvus(make_stack, milvus, tmp_path):
+    from test_cache_admin import MATH, admin
     v = make_stack(sidecar_config=milvus_config(tmp_path, milvus.address))
-    v.chat_stored(ROME)
-    url = f"http://127.0.0.1:{v.stack.admin_port}/v1/cache"
-    with urllib.request.urlopen(f"{url}/stats", timeout=5) as r:
-        assert json.load(r)["backend"] == "milvus"
-    req = urllib.request.Request(f"{url}/flush", data=b"{}", method="POST", headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert json.load(r)["invalidated"] >= 1
-    deadline = time.monotonic() + 10  # deletes become visible within Milvus's time tick
-    while (r := v.chat(ROME)).cache == "hit":  # (a miss stores the answer again: stop at the first)
-        assert time.monotonic() < deadline, "still a hit 10 s after the flush"
-        time.sleep(0.3)
-    assert r.status == 200 and r.cache == "miss", r
+    other = v.api_key + "-other"
+    for key in (v.api_key, other):
+        v.chat_stored(ROME, api_key=key)
+    v.chat_stored(MATH)
+    status, stats = admin(v, "/v1/cache/stats")
+    assert (status, stats["backend"]) == (200, "milvus"), stats
+
+    def gone(prompt: str, **kw):
+        deadline = time.monotonic() + 10  # Milvus applies deletes asynchronously
+        while (r := v.chat(prompt, **kw)).cache == "hit":  # (a miss stores again: stop at the first)
+            assert time.monotonic() < deadline, f"{prompt!r} still a hit 10 s after its invalidation"
+            time.sleep(0.3)
+        assert r.status == 200 and r.cache == "miss", r
+
+    # By credential (hashed as the filter does): this tenant's entries only.
+    assert admin(v, "/v1/cache/invalidate", {"api_key": f"Bearer {v.api_key}"}) == (200, {"invalidated": 2})
+    gone(ROME)
+    assert v.chat(ROME, api_key=other).cache == "hit", "another tenant's entry stays"
+    # By the entry id a hit reported.
+    entry = v.chat(ROME, api_key=other).header("x-vane-cache-entry")
+    assert admin(v, "/v1/cache/invalidate", {"id": entry}) == (200, {"invalidated": 1})
+    gone(ROME, api_key=other)
+    # Flush: everything (and whatever the misses above stored again by then).
+    status, got = admin(v, "/v1/cache/flush", {})
+    assert status == 200 and got["invalidated"] >= 1, got
+    gone(MATH)

@@ -77,7 +77,6 @@ pub async fn flush(State(router): State<Arc<Router>>) -> Reply {
 fn reply(removed: Option<Result<usize, &'static str>>) -> Reply {
     match removed {
         Some(Ok(n)) => (StatusCode::OK, Json(json!({"invalidated": n}))),
-        Some(Err("unsupported")) => error(StatusCode::NOT_IMPLEMENTED, "The milvus backend can only be flushed (POST /v1/cache/flush): its entries are keyed by a hash of tenant, model and context.", "unsupported"),
         Some(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"message": "The cache backend failed; see the sidecar log and vane_cache_errors_total.", "type": "server_error", "param": null, "code": "backend_error"}}))),
         None => error(StatusCode::NOT_FOUND, "The cache is disabled (cache.enabled: false).", "cache_disabled"),
     }

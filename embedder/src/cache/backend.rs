@@ -84,13 +84,11 @@ impl CacheBackend {
         }
     }
 
-    /// Removes what the selector matches; Milvus keys entries by a hash of tenant, model and
-    /// context, so there it can only flush everything (an empty selector).
+    /// Removes what the selector matches (everything for an empty one); returns how many.
     pub async fn invalidate(&self, selector: &Selector) -> Result<usize, &'static str> {
         match self {
             CacheBackend::Memory(c) => Ok(c.invalidate(selector)),
-            CacheBackend::Milvus(c) if selector.is_empty() => c.flush().await.map_err(|()| "backend_error"),
-            CacheBackend::Milvus(_) => Err("unsupported"),
+            CacheBackend::Milvus(c) => c.invalidate(selector).await.map_err(|()| "backend_error"),
         }
     }
 

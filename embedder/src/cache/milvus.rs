@@ -13,14 +13,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use milvus::v2::prelude::{
-    ClientV2, CollectionSchema, ConnectConfig, ConsistencyLevel, CreateCollectionRequest, CreateIndexRequest, DataType, DeleteRequest, FieldData, FieldSchema, HasCollectionRequest, Ids, IndexParam, IndexType,
+    ClientV2, CollectionSchema, ConnectConfig, ConsistencyLevel, CreateCollectionRequest, CreateIndexRequest, DataType, DeleteRequest, DescribeCollectionRequest, FieldData, FieldSchema, HasCollectionRequest, Ids, IndexParam,
+    IndexType,
     InsertRequest, LoadCollectionRequest, MetricType, QueryRequest, RetryConfig, SearchRequest, SearchVectors, UpsertRequest,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 
-use super::{Fingerprint, Hit, Partition, PromptKey, Tier};
+use super::{Fingerprint, Hit, Partition, PromptKey, Selector, Tier};
 use crate::metrics::Metrics;
 
 /// Milvus VARCHAR limit (bytes): longer prompts or completions are not stored (counted).
@@ -219,23 +220,11 @@ impl MilvusCache {
             bail!("embedding has {} dimensions, the collection {}", embedding.len(), self.link.settings.dim);
         }
         let client = self.client().await?;
-        let group = group_of(partition, fingerprint);
-        let id = entry_id(&group, PromptKey::of(&text));
+        let rows = Rows::of(vec![(partition.clone(), fingerprint, text, embedding, completion)]);
         let expires_at = unix_ms(now) + self.ttl.as_millis() as i64;
         // Upsert: the same prompt answered again replaces its entry (the embedded backend keeps
         // the newest too), and the exact tier finds it by id.
-        let rows = InsertRequest::builder()
-            .collection_name(&self.link.settings.collection)
-            .columns(vec![
-                FieldData::VarChar { name: "id".into(), values: vec![id] },
-                FieldData::VarChar { name: "group".into(), values: vec![group] },
-                FieldData::Int64 { name: "expires_at".into(), values: vec![expires_at] },
-                FieldData::VarChar { name: "prompt".into(), values: vec![text] },
-                FieldData::VarChar { name: "completion".into(), values: vec![completion] },
-                FieldData::FloatVector { name: "embedding".into(), values: vec![embedding] },
-            ])
-            .build()?;
-        client.upsert(UpsertRequest::builder().insert(rows).build()?).await?;
+        client.upsert(UpsertRequest::builder().insert(rows.request(&self.link.settings.collection, expires_at)?).build()?).await?;
         Ok(())
     }
 
@@ -244,28 +233,7 @@ impl MilvusCache {
     pub async fn insert_many(&self, rows: Vec<(Partition, Fingerprint, String, Vec<f32>, String)>, now: Instant) -> anyhow::Result<()> {
         let client = self.client_now().await?;
         let expires_at = unix_ms(now) + self.ttl.as_millis() as i64;
-        let n = rows.len();
-        let (mut ids, mut groups, mut prompts, mut completions, mut embeddings) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for (partition, fingerprint, text, embedding, completion) in rows {
-            let group = group_of(&partition, fingerprint);
-            ids.push(entry_id(&group, PromptKey::of(&text)));
-            groups.push(group);
-            prompts.push(text);
-            completions.push(completion);
-            embeddings.push(embedding);
-        }
-        let rows = InsertRequest::builder()
-            .collection_name(&self.link.settings.collection)
-            .columns(vec![
-                FieldData::VarChar { name: "id".into(), values: ids },
-                FieldData::VarChar { name: "group".into(), values: groups },
-                FieldData::Int64 { name: "expires_at".into(), values: vec![expires_at; n] },
-                FieldData::VarChar { name: "prompt".into(), values: prompts },
-                FieldData::VarChar { name: "completion".into(), values: completions },
-                FieldData::FloatVector { name: "embedding".into(), values: embeddings },
-            ])
-            .build()?;
-        client.upsert(UpsertRequest::builder().insert(rows).build()?).await?;
+        client.upsert(UpsertRequest::builder().insert(Rows::of(rows).request(&self.link.settings.collection, expires_at)?).build()?).await?;
         Ok(())
     }
 
@@ -273,14 +241,17 @@ impl MilvusCache {
         self.delete_where(&format!("expires_at <= {}", unix_ms(now))).await
     }
 
-    /// Removes every entry (admin flush); returns how many, or `Err` after counting the error.
-    pub async fn flush(&self) -> Result<usize, ()> {
-        let result = self.delete_where("expires_at > -1").await;
-        self.fail_open("flush", result).ok_or(())
+    /// Removes the entries the selector matches (all of them for an empty one: the admin
+    /// flush); returns how many, or `Err` after counting the error.
+    pub async fn invalidate(&self, selector: &Selector) -> Result<usize, ()> {
+        let result = self.delete_where(&selector_filter(selector)).await;
+        self.fail_open("invalidate", result).ok_or(())
     }
 
     /// Deletes the entries matching `filter`: their ids first, then a delete by id, a page at a
-    /// time, so each delete stays bounded. Returns how many.
+    /// time, so each delete stays bounded. Returns how many. The id queries read strongly: Milvus
+    /// applies deletes asynchronously (even session reads see them late), and a stale page would
+    /// count entries twice.
     async fn delete_where(&self, filter: &str) -> anyhow::Result<usize> {
         let client = self.client().await?;
         let collection = &self.link.settings.collection;
@@ -291,7 +262,7 @@ impl MilvusCache {
                 .filter(filter.to_string())
                 .output_fields(["id"])
                 .limit(CLEANUP_PAGE)
-                .consistency_level(self.link.settings.consistency)
+                .consistency_level(ConsistencyLevel::Strong)
                 .build()?;
             let response = client.query(expired).await?;
             let ids = response.results().get_output_field("id").and_then(FieldData::as_varchar).unwrap_or_default();
@@ -419,6 +390,9 @@ impl Link {
                 .description("Vane semantic cache: one answer per (group, prompt); group = sha256(tenant, model, context fingerprint)")
                 .add_field(varchar("id", 64).primary_key(true).auto_id(false))
                 .add_field(varchar("group", 64))
+                .add_field(varchar("tenant", 64))
+                .add_field(varchar("model", 64))
+                .add_field(varchar("prompt_key", 64))
                 .add_field(FieldSchema::new().name("expires_at").data_type(DataType::Int64))
                 .add_field(varchar("prompt", MAX_VARCHAR as u32))
                 .add_field(varchar("completion", MAX_VARCHAR as u32))
@@ -432,10 +406,94 @@ impl Link {
                 .extra_params(HashMap::from([("M".to_owned(), "16".to_owned()), ("efConstruction".to_owned(), "200".to_owned())]));
             client.create_index(CreateIndexRequest::builder().collection_name(&s.collection).index_params(vec![index]).build()?).await?;
             info!(collection = %s.collection, dim = s.dim, "milvus cache collection created");
+        } else {
+            let described = client.describe_collection(DescribeCollectionRequest::builder().collection_name(&s.collection).build()?).await?;
+            let fields = described.description().get_field_names();
+            let missing: Vec<&str> = FIELDS.iter().copied().filter(|f| !fields.iter().any(|have| have == f)).collect();
+            if !missing.is_empty() {
+                bail!("collection '{}' lacks the fields {missing:?} (made by an older Vane): drop it or set cache.milvus.collection to a new name", s.collection);
+            }
         }
         client.load_collection(LoadCollectionRequest::builder().collection_name(&s.collection).build()?).await?;
         Ok(())
     }
+}
+
+/// Every field the collection must have: an older one without some is refused, not misread.
+const FIELDS: [&str; 9] = ["id", "group", "tenant", "model", "prompt_key", "expires_at", "prompt", "completion", "embedding"];
+
+/// Rows to upsert, as Milvus columns.
+#[derive(Default)]
+struct Rows {
+    ids: Vec<String>,
+    groups: Vec<String>,
+    tenants: Vec<String>,
+    models: Vec<String>,
+    prompt_keys: Vec<String>,
+    prompts: Vec<String>,
+    completions: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+impl Rows {
+    /// Rows of (partition, fingerprint, prompt, embedding, completion).
+    fn of(entries: Vec<(Partition, Fingerprint, String, Vec<f32>, String)>) -> Rows {
+        let mut rows = Rows::default();
+        for (partition, fingerprint, text, embedding, completion) in entries {
+            let group = group_of(&partition, fingerprint);
+            let prompt = PromptKey::of(&text);
+            rows.ids.push(entry_id(&group, prompt));
+            rows.groups.push(group);
+            rows.tenants.push(digest(&partition.tenant));
+            rows.models.push(digest(&partition.model));
+            rows.prompt_keys.push(hex(prompt.as_bytes()));
+            rows.prompts.push(text);
+            rows.completions.push(completion);
+            rows.embeddings.push(embedding);
+        }
+        rows
+    }
+
+    fn request(self, collection: &str, expires_at: i64) -> anyhow::Result<InsertRequest> {
+        let n = self.ids.len();
+        let varchar = |name: &str, values: Vec<String>| FieldData::VarChar { name: name.into(), values };
+        Ok(InsertRequest::builder()
+            .collection_name(collection)
+            .columns(vec![
+                varchar("id", self.ids),
+                varchar("group", self.groups),
+                varchar("tenant", self.tenants),
+                varchar("model", self.models),
+                varchar("prompt_key", self.prompt_keys),
+                FieldData::Int64 { name: "expires_at".into(), values: vec![expires_at; n] },
+                varchar("prompt", self.prompts),
+                varchar("completion", self.completions),
+                FieldData::FloatVector { name: "embedding".into(), values: self.embeddings },
+            ])
+            .build()?)
+    }
+}
+
+/// The filter deleting what `selector` matches: only hex digests reach the expression, so no
+/// tenant, model or prompt text can change its meaning.
+fn selector_filter(selector: &Selector) -> String {
+    let mut clauses = vec!["expires_at > -1".to_string()];
+    if let Some(id) = selector.id {
+        clauses.push(format!("id like \"{id:016x}%\""));
+    }
+    for (field, value) in [("tenant", &selector.tenant), ("model", &selector.model)] {
+        if let Some(value) = value {
+            clauses.push(format!("{field} == \"{}\"", digest(value)));
+        }
+    }
+    if let Some(prompt) = &selector.prompt {
+        clauses.push(format!("prompt_key == \"{}\"", hex(PromptKey::of(prompt).as_bytes())));
+    }
+    clauses.join(" && ")
+}
+
+fn digest(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 struct TimedOut;
@@ -500,6 +558,18 @@ fn unix_ms(at: Instant) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalidation_filters_hold_digests_only() {
+        assert_eq!(selector_filter(&Selector::default()), "expires_at > -1", "an empty selector flushes");
+        let selector = Selector { id: Some(0xab), tenant: Some("h:\" || true || \"".into()), model: Some("auto".into()), prompt: Some(" What is  2+2? ".into()) };
+        let filter = selector_filter(&selector);
+        assert!(filter.contains("id like \"00000000000000ab%\""), "{filter}");
+        assert!(filter.contains(&format!("tenant == \"{}\"", digest("h:\" || true || \""))), "{filter}");
+        assert!(filter.contains(&format!("model == \"{}\"", digest("auto"))), "{filter}");
+        assert!(filter.contains(&format!("prompt_key == \"{}\"", hex(PromptKey::of("What is 2+2?").as_bytes()))), "{filter}");
+        assert_eq!(filter.matches('"').count(), 8, "only the quotes around four digests: {filter}");
+    }
 
     #[test]
     fn groups_separate_tenants_models_and_contexts() {
