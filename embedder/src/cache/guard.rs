@@ -12,6 +12,8 @@
 //!   characters to one unknown token, so it cannot tell them apart at all),
 //! - each names something the other never mentions (a capitalised word inside a sentence: Paris
 //!   against London, Python against Java); a name on one side only is a detail, not a swap,
+//! - two names trade places and nothing else changes ("What do Croats think of Turks?" against
+//!   "What do Turks think of Croats?"), unless only "and"/"or"/"vs" stands between them,
 //! - they ask different things of the same subject: one asks who, when, where or why, the other
 //!   asks one of these too, but never the same ("Who invented X?" against "When was X invented?").
 
@@ -48,6 +50,9 @@ const NEGATIONS: &[&str] = &[
 
 /// Words joining a "from → to" pair: their order is the question.
 const DIRECTIONAL: &[&str] = &["to", "into", "from", "vs", "versus", "than"];
+
+/// Words that make two names interchangeable: "Judo and Aikido" is "Aikido and Judo".
+const COORDINATORS: &[&str] = &["and", "or", "vs", "versus", "&", "nor"];
 
 /// Question words that each ask for a different kind of answer (a person, a time, a place, a cause).
 const ASKS: &[&str] = &["who", "when", "where", "why"];
@@ -198,6 +203,24 @@ fn names(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// Whether the two texts are the same words but for two names that swapped places, with more
+/// than a coordinator between them: who does what to whom changed.
+fn names_swapped(cached: &str, asked: &str, a: &[String], b: &[String]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a, b): (Vec<String>, Vec<String>) = (a.iter().map(|w| stem(w)).collect(), b.iter().map(|w| stem(w)).collect());
+    let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    let &[i, j] = differ.as_slice() else { return false };
+    let crossed = a[i] == b[j] && a[j] == b[i];
+    let named = |text: &str| {
+        let names = names(text);
+        names.contains(&a[i]) && names.contains(&a[j])
+    };
+    let related = a[i + 1..j].iter().any(|w| !COORDINATORS.contains(&w.as_str()));
+    crossed && related && named(cached) && named(asked)
+}
+
 fn asks(words: &[String]) -> BTreeSet<&str> {
     words.iter().map(String::as_str).filter(|w| ASKS.contains(w)).collect()
 }
@@ -230,6 +253,9 @@ pub fn conflict(cached: &str, asked: &str) -> Option<&'static str> {
     let only_in = |text: &str, other: &BTreeSet<String>| names(text).into_iter().any(|n| !other.contains(&n));
     if only_in(cached, &vb) && only_in(asked, &va) {
         return Some("names");
+    }
+    if names_swapped(cached, asked, &a, &b) {
+        return Some("swap");
     }
     let (qa, qb) = (asks(&a), asks(&b));
     if !qa.is_empty() && !qb.is_empty() && qa.is_disjoint(&qb) {
@@ -266,6 +292,9 @@ mod tests {
             ("What is the capital of France?", "What is the capital of Germany?", "names"),
             ("How do I reverse a list in Python?", "How do I reverse a list in Java?", "names"),
             ("What do people in Denver think of Austin?", "What do people in Seattle think of Austin?", "names"),
+            ("What do Croats think of Turks?", "What do Turks think of Croats?", "swap"),
+            ("What are the most profitable products to import from Canada and sell in India?", "What are the most profitable products to import from India and sell in Canada?", "swap"),
+            ("How is Apple better than Samsung?", "How is Samsung better than Apple?", "swap"),
             ("Who invented the telephone?", "When was the telephone invented?", "question"),
             ("Why did carrier pigeons become extinct?", "When did carrier pigeons become extinct?", "question"),
         ] {
@@ -300,6 +329,10 @@ mod tests {
             ("How do I enable JavaScript in Chrome?", "How to turn on javascript in Google Chrome?"),
             ("Who was the first emperor of Rome?", "Who was Rome\u{2019}s first emperor?"),
             ("How do I install Node.js on Windows?", "How can I install Node.js on Windows? Tell me."),
+            // Names trading places around "and"/"or" ask the same; a reordered sentence is no swap.
+            ("What are the differences between Aikido and Judo?", "What are the differences between Judo and Aikido?"),
+            ("Which is better, Java or Python?", "Which is better, Python or Java?"),
+            ("Why Delhi is a union territory?", "Why is Delhi a union territory?"),
             // One question word asked, the other side phrasing it without one.
             ("Why did the Roman Empire fall?", "What caused the fall of the Roman Empire?"),
             ("Who wrote Hamlet and when?", "When was Hamlet written and who wrote it?"),
