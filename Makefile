@@ -105,7 +105,7 @@ heads: venv models
 	@# (non-commercial: evaluation only, never copied into the repo or trained on).
 	$(PY) config/heads/data/build_jailbreak.py $(SHARED_DATA)
 	$(HEAD_TRAIN) --data config/heads/data/jailbreak_train.jsonl --text-field prompt --label-field jailbreaking \
-		--kind softmax --l2 1e-4 --holdout 0 --out config/heads/jailbreak.json
+		--kind softmax --l2 1e-4 --holdout 0 --phrase-features --out config/heads/jailbreak.json
 	$(HEAD_EVAL) --data config/heads/data/benign_dangerous_eval.jsonl --head config/heads/jailbreak.json \
 		--text-field prompt --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
 	test ! -f $(SHARED_DATA)/safety/toxic_chat_train.jsonl || $(HEAD_EVAL) --data $(SHARED_DATA)/safety/toxic_chat_train.jsonl \

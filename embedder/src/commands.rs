@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::dataset::{self, Example};
 use crate::eval::Report;
 use crate::head::train::{self as train_head, TrainConfig};
+use crate::head::phrases::PhraseFeatures;
 use crate::head::{Head, Kind, Meta, argmax};
 use crate::model::Encoder;
 use crate::model::onnx::OnnxEncoder;
@@ -97,6 +98,10 @@ pub struct TrainArgs {
     /// Examples per gradient step [default: 64].
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Also feed the head the jailbreak phrase indicators of each text (head/phrases.rs), after
+    /// the embedding; the head file lists them and the sidecar computes them the same way.
+    #[arg(long)]
+    phrase_features: bool,
 }
 
 #[derive(Args)]
@@ -238,13 +243,19 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     anyhow::ensure!((0.0..0.9).contains(&args.holdout), "--holdout: must be in [0, 0.9)");
     let fields = args.data.text_fields.clone();
     let (max_per_class, seed) = (args.max_per_class, args.seed);
-    let (examples, x, _) = load_and_embed(&args.data, &config, &fields, &label_field, |all| {
+    let (examples, mut x, _) = load_and_embed(&args.data, &config, &fields, &label_field, |all| {
         let labels = label_indices(all).1;
         match max_per_class {
             Some(max) => train_head::cap_per_class(&labels, labels.iter().max().map_or(0, |m| m + 1), max, seed ^ 0x5eed),
             None => (0..all.len()).collect(),
         }
     })?;
+    let phrases = args.phrase_features.then(PhraseFeatures::all);
+    if let Some(phrases) = &phrases {
+        for (v, e) in x.iter_mut().zip(&examples) {
+            phrases.extend(&e.text, v);
+        }
+    }
     let (labels, y) = label_indices(&examples);
     anyhow::ensure!(labels.len() >= 2, "{}: need at least 2 distinct labels in {label_field}, found {:?}", args.data.data.display(), labels);
     let embedded = started.elapsed();
@@ -323,7 +334,10 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         meta.holdout_accuracy = Some(round4(report.accuracy()));
         meta.holdout_macro_f1 = Some(round4(report.macro_f1()));
     }
-    let head = Head::new(labels, trained.params, meta);
+    let mut head = Head::new(labels, trained.params, meta);
+    if let Some(phrases) = phrases {
+        head = head.with_phrases(phrases);
+    }
     head.save(&args.out)?;
     eprintln!(
         "wrote {} ({} head, {} labels) in {:.1} s ({:.1} s embedding)",
@@ -347,8 +361,8 @@ fn most_suspicious_windows(args: &DataArgs, config: &Config, head: &Head, positi
     }
     let texts: Vec<&str> = windows.iter().map(|(_, w)| w.as_str()).collect();
     let (embedded, _) = embed_texts(config, &texts, args.encoder.cache_embeddings.as_deref())?;
-    for ((i, _), e) in windows.iter().zip(&embedded) {
-        let p = head.predict(e);
+    for ((i, w), e) in windows.iter().zip(&embedded) {
+        let p = head.predict_text(e, w);
         if p[positive] > probabilities[*i][positive] {
             probabilities[*i] = p;
         }
@@ -407,7 +421,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let t0 = std::time::Instant::now();
-    let mut probabilities: Vec<Vec<f32>> = x.iter().map(|v| head.predict(v)).collect();
+    let mut probabilities: Vec<Vec<f32>> = x.iter().zip(&examples).map(|(v, e)| head.predict_text(v, &e.text)).collect();
     let per_example = t0.elapsed().as_secs_f64() / x.len().max(1) as f64;
     eprintln!("head {} ({}): {:.1} µs per prediction", path.display(), head.kind(), per_example * 1e6);
     if let (true, Some(p)) = (args.windowed, positive) {

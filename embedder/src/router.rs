@@ -262,8 +262,8 @@ impl Router {
     /// prompt too long for one encoder pass.
     async fn jailbreak_score(&self, jailbreak: &Jailbreak, prompt: &str, embedding: &[f32]) -> Result<f32, EmbedError> {
         let extra = extra_windows(prompt);
-        let windows = if extra.is_empty() { Vec::new() } else { self.embedder.embed_all(extra).await? };
-        Ok(jailbreak.score(std::iter::once(embedding).chain(windows.iter().map(Vec::as_slice))))
+        let windows = if extra.is_empty() { Vec::new() } else { self.embedder.embed_all(extra.clone()).await? };
+        Ok(jailbreak.score(std::iter::once((prompt, embedding)).chain(extra.iter().map(String::as_str).zip(windows.iter().map(Vec::as_slice)))))
     }
 
     /// Holds a forward to the PII policy: the model may not receive some PII → block, another

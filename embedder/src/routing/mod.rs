@@ -79,11 +79,19 @@ struct Categorized {
     scores: Vec<(String, f32)>,
 }
 
+/// Routing heads judge the embedding alone; phrase indicators are read by the jailbreak signal.
+fn embedding_only(head: Head, field: &str) -> anyhow::Result<Head> {
+    if let Some(p) = head.phrases() {
+        bail!("{field}: the head also takes phrase features ({:?}); only safety.jailbreak.head may", p.names());
+    }
+    Ok(head)
+}
+
 impl Routing {
     /// Loads the heads and embeds every category's examples once, up front.
     pub async fn build(config: &RoutingConfig, embedder: &EmbedQueue) -> anyhow::Result<Routing> {
         let head = match &config.head {
-            Some(path) => Some(Head::load_for_dim(path, embedder.dim()).context("routing.head")?),
+            Some(path) => Some(embedding_only(Head::load_for_dim(path, embedder.dim()).context("routing.head")?, "routing.head")?),
             None => None,
         };
         let mut with_examples = Vec::new();
@@ -102,7 +110,7 @@ impl Routing {
         }
         let cost_aware = match &config.cost_aware {
             Some(c) => {
-                let head = Head::load_for_dim(&c.head, embedder.dim()).context("routing.cost_aware.head")?;
+                let head = embedding_only(Head::load_for_dim(&c.head, embedder.dim()).context("routing.cost_aware.head")?, "routing.cost_aware.head")?;
                 let success = head.labels().iter().position(|l| *l == c.success_label).with_context(|| {
                     format!("routing.cost_aware.success_label: '{}' is not a label of {} ({:?})", c.success_label, c.head.display(), head.labels())
                 })?;

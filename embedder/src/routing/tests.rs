@@ -167,6 +167,16 @@ async fn categories_must_be_head_labels_or_have_examples() {
 }
 
 #[test]
+fn a_head_that_reads_phrases_is_refused_for_routing() {
+    let plain = Head::new(vec!["a".into(), "b".into()], Params::zeros(Kind::Softmax, 3, 0, 2), Meta::default());
+    assert!(embedding_only(plain.clone(), "routing.head").is_ok());
+    let phrases = crate::head::phrases::PhraseFeatures::named(&["leak".into()]).unwrap();
+    let reads_text = Head::new(vec!["a".into(), "b".into()], Params::zeros(Kind::Softmax, 4, 0, 2), Meta::default()).with_phrases(phrases);
+    let err = embedding_only(reads_text, "routing.cost_aware.head").err().unwrap().to_string();
+    assert!(err.contains("routing.cost_aware.head: the head also takes phrase features") && err.contains("only safety.jailbreak.head"), "{err}");
+}
+
+#[test]
 fn earlier_user_turns_come_from_the_context() {
     let ctx = json!({"messages": [
         {"role": "system", "content": "be brief"},

@@ -78,9 +78,10 @@ impl Jailbreak {
         !self.categories.is_empty()
     }
 
-    /// The probability of the positive label for the most suspicious window.
-    pub fn score<'a>(&self, windows: impl IntoIterator<Item = &'a [f32]>) -> f32 {
-        windows.into_iter().map(|e| self.head.predict(e).get(self.positive).copied().unwrap_or(0.0)).fold(0.0, f32::max)
+    /// The probability of the positive label for the most suspicious window (its text and
+    /// embedding: the head may read phrase indicators from the text).
+    pub fn score<'a>(&self, windows: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> f32 {
+        windows.into_iter().map(|(text, e)| self.head.predict_text(e, text).get(self.positive).copied().unwrap_or(0.0)).fold(0.0, f32::max)
     }
 
     /// The decision for a score, with the overrides of the request's category (when routed).
@@ -116,9 +117,9 @@ mod tests {
     fn the_most_suspicious_window_decides() {
         let j = detector(&[]);
         let (calm, odd) = ([1.0, 0.0], [0.0, 1.0]);
-        let calm_score = j.score([&calm[..]]);
+        let calm_score = j.score([("calm", &calm[..])]);
         assert!((calm_score - 0.5).abs() < 1e-6, "{calm_score}");
-        let both = j.score([&calm[..], &odd[..]]);
+        let both = j.score([("calm", &calm[..]), ("odd", &odd[..])]);
         assert!(both > 0.98, "{both}");
         assert_eq!(j.verdict(calm_score, None), Verdict::Allow);
         assert_eq!(j.verdict(both, None), Verdict::Block(both));
