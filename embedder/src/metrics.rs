@@ -122,6 +122,11 @@ impl Metrics {
         }
     }
 
+    /// Milvus's live entries, counted after each TTL cleanup.
+    pub fn cache_entries(&self, entries: usize) {
+        self.0.cache_entries.set(entries as i64);
+    }
+
     /// `entries` when the backend knows its size cheaply (the embedded one; not Milvus).
     pub fn cache_store(&self, result: &'static str, entries: Option<usize>) {
         self.0.cache_stores.get_or_create(&[("result", result)]).inc();

@@ -13,7 +13,7 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::policy::CachePolicy;
 use crate::cache::guard;
 use crate::cache::snapshot::SnapshotError;
-use crate::cache::{Fingerprint, Hit, Partition, PromptKey, Selector, Stats};
+use crate::cache::{Fingerprint, Hit, Partition, PromptKey, Selector};
 use crate::completion;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -78,10 +78,15 @@ impl Router {
 
     /// The cache's contents and settings (`None` when disabled), for the admin API; the contents
     /// only where the backend knows them cheaply (the embedded one).
-    pub fn cache_stats(&self) -> Option<(Option<Stats>, serde_json::Value)> {
+    pub async fn cache_stats(&self) -> Option<Result<serde_json::Value, &'static str>> {
         let cache = self.cache.as_ref()?;
-        let about = serde_json::json!({"backend": cache.name(), "epoch": self.cache_epoch});
-        Some((cache.stats(), about))
+        let mut about = serde_json::json!({"backend": cache.name(), "epoch": self.cache_epoch});
+        Some(cache.stats().await.map(|stats| {
+            if let (Some(about), serde_json::Value::Object(stats)) = (about.as_object_mut(), stats) {
+                about.extend(stats);
+            }
+            about
+        }))
     }
 
     /// Removes the entries the selector matches (`None` when the cache is disabled).

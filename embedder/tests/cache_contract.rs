@@ -193,6 +193,7 @@ async fn invalidation_removes_what_the_selector_matches(kind: Kind) {
         }
     };
     let selector = |json: &str| serde_json::from_str::<Selector>(json).unwrap();
+    assert_eq!(c.backend.stats().await.expect("stats")["entries"], 4);
 
     // By id: the one a hit reported.
     let id = live("acme", "gpt", "q1").await.expect("stored").id;

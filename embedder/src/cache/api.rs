@@ -41,14 +41,10 @@ pub fn credential_tenant(credential: &[u8]) -> String {
 }
 
 pub async fn stats(State(router): State<Arc<Router>>) -> Reply {
-    match router.cache_stats() {
-        Some((stats, mut about)) => {
-            if let (Some(about), Some(Value::Object(stats))) = (about.as_object_mut(), stats.map(serde_json::to_value).and_then(Result::ok)) {
-                about.extend(stats);
-            }
-            (StatusCode::OK, Json(about))
-        }
-        None => error(StatusCode::NOT_FOUND, "The cache is disabled (cache.enabled: false).", "cache_disabled"),
+    match router.cache_stats().await {
+        Some(Ok(stats)) => (StatusCode::OK, Json(stats)),
+        Some(Err(_)) => backend_failed(),
+        None => disabled(),
     }
 }
 
@@ -77,9 +73,17 @@ pub async fn flush(State(router): State<Arc<Router>>) -> Reply {
 fn reply(removed: Option<Result<usize, &'static str>>) -> Reply {
     match removed {
         Some(Ok(n)) => (StatusCode::OK, Json(json!({"invalidated": n}))),
-        Some(Err(_)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"message": "The cache backend failed; see the sidecar log and vane_cache_errors_total.", "type": "server_error", "param": null, "code": "backend_error"}}))),
-        None => error(StatusCode::NOT_FOUND, "The cache is disabled (cache.enabled: false).", "cache_disabled"),
+        Some(Err(_)) => backend_failed(),
+        None => disabled(),
     }
+}
+
+fn backend_failed() -> Reply {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"message": "The cache backend failed; see the sidecar log and vane_cache_errors_total.", "type": "server_error", "param": null, "code": "backend_error"}})))
+}
+
+fn disabled() -> Reply {
+    error(StatusCode::NOT_FOUND, "The cache is disabled (cache.enabled: false).", "cache_disabled")
 }
 
 #[cfg(test)]

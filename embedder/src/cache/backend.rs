@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::memory::MemoryCache;
 use super::milvus::{MilvusCache, MilvusSettings, Skipped};
-use super::{Fingerprint, Hit, Partition, PromptKey, Selector, Stats};
+use super::{Fingerprint, Hit, Partition, PromptKey, Selector};
 use crate::config::{Backend, CacheConfig};
 use crate::metrics::Metrics;
 
@@ -76,11 +76,12 @@ impl CacheBackend {
         }
     }
 
-    /// What the cache holds (the embedded backend; Milvus would need a query per field).
-    pub fn stats(&self) -> Option<Stats> {
+    /// What the cache holds: everything for the embedded backend; for Milvus the live entries
+    /// (one `count(*)` query; groups, tenants and bytes would need a scan).
+    pub async fn stats(&self) -> Result<serde_json::Value, &'static str> {
         match self {
-            CacheBackend::Memory(c) => Some(c.stats()),
-            CacheBackend::Milvus(_) => None,
+            CacheBackend::Memory(c) => serde_json::to_value(c.stats()).map_err(|_| "backend_error"),
+            CacheBackend::Milvus(c) => c.count(Instant::now()).await.map(|entries| serde_json::json!({"entries": entries})).map_err(|()| "backend_error"),
         }
     }
 

@@ -139,10 +139,21 @@ impl MilvusCache {
         self.fail_open("insert", result).map(|()| None).ok_or(())
     }
 
-    /// Deletes expired entries (searches already skip them; this keeps the collection small).
+    /// Deletes expired entries (searches already skip them; this keeps the collection small),
+    /// then counts the live ones for the entries gauge.
     pub async fn cleanup(&self, now: Instant) -> bool {
         let result = self.try_cleanup(now).await;
-        self.fail_open("cleanup", result).is_some()
+        let cleaned = self.fail_open("cleanup", result).is_some();
+        if let Ok(n) = self.count(now).await {
+            self.metrics.cache_entries(n);
+        }
+        cleaned
+    }
+
+    /// Live entries (a `count(*)` query), or `Err` after counting the error.
+    pub async fn count(&self, now: Instant) -> Result<usize, ()> {
+        let result = self.try_count(now).await;
+        self.fail_open("count", result).ok_or(())
     }
 
     /// Runs [`Self::cleanup`] every `every` until the cache is dropped.
@@ -235,6 +246,19 @@ impl MilvusCache {
         let expires_at = unix_ms(now) + self.ttl.as_millis() as i64;
         client.upsert(UpsertRequest::builder().insert(Rows::of(rows).request(&self.link.settings.collection, expires_at)?).build()?).await?;
         Ok(())
+    }
+
+    async fn try_count(&self, now: Instant) -> anyhow::Result<usize> {
+        let client = self.client().await?;
+        let request = QueryRequest::builder()
+            .collection_name(&self.link.settings.collection)
+            .filter(format!("expires_at > {}", unix_ms(now)))
+            .output_fields(["count(*)"])
+            .consistency_level(self.link.settings.consistency)
+            .build()?;
+        let response = client.query(request).await?;
+        let count = response.results().get_output_field("count(*)").and_then(FieldData::as_int64).and_then(|v| v.first().copied());
+        Ok(count.ok_or_else(|| anyhow!("count(*) reply without a count"))? as usize)
     }
 
     async fn try_cleanup(&self, now: Instant) -> anyhow::Result<usize> {
