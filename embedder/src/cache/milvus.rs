@@ -135,7 +135,7 @@ impl MilvusCache {
         if completion.len() > MAX_VARCHAR || text.len() > MAX_VARCHAR {
             return Ok(Some(Skipped::TooLarge));
         }
-        let result = self.try_insert(&partition, fingerprint, text, embedding, completion, now).await;
+        let result = self.try_insert(partition, fingerprint, text, embedding, completion, now).await;
         self.fail_open("insert", result).map(|()| None).ok_or(())
     }
 
@@ -226,12 +226,12 @@ impl MilvusCache {
             .collect())
     }
 
-    async fn try_insert(&self, partition: &Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: String, now: Instant) -> anyhow::Result<()> {
+    async fn try_insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: String, now: Instant) -> anyhow::Result<()> {
         if embedding.len() != self.link.settings.dim {
             bail!("embedding has {} dimensions, the collection {}", embedding.len(), self.link.settings.dim);
         }
         let client = self.client().await?;
-        let rows = Rows::of(vec![(partition.clone(), fingerprint, text, embedding, completion)]);
+        let rows = Rows::of(vec![(partition, fingerprint, text, embedding, completion)]);
         let expires_at = unix_ms(now) + self.ttl.as_millis() as i64;
         // Upsert: the same prompt answered again replaces its entry (the embedded backend keeps
         // the newest too), and the exact tier finds it by id.
