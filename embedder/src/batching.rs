@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::model::{Encoder, ModelError, Tokenizer};
+use crate::model::{Encoder, ModelError, Reading, Tokenizer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -26,7 +26,14 @@ pub enum EmbedError {
     Model(#[from] ModelError),
 }
 
-type Reply = oneshot::Sender<Result<Vec<f32>, EmbedError>>;
+/// A text's embedding, and how much of the text the encoder could read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub vector: Vec<f32>,
+    pub reading: Reading,
+}
+
+type Reply = oneshot::Sender<Result<Embedded, EmbedError>>;
 
 struct Job {
     text: String,
@@ -35,6 +42,7 @@ struct Job {
 
 struct Tokenized {
     ids: Vec<u32>,
+    reading: Reading,
     reply: Reply,
 }
 
@@ -95,7 +103,7 @@ impl EmbedQueue {
         self.dim
     }
 
-    pub async fn embed(&self, text: String) -> Result<Vec<f32>, EmbedError> {
+    pub async fn embed(&self, text: String) -> Result<Embedded, EmbedError> {
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job { text, reply }) {
             Ok(()) => rx.await.map_err(|_| EmbedError::Stopped)?,
@@ -105,7 +113,7 @@ impl EmbedQueue {
     }
 
     /// Embeds several texts, queued together so that they share batches.
-    pub async fn embed_all(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub async fn embed_all(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EmbedError> {
         let mut pending = Vec::with_capacity(texts.len());
         for text in texts {
             let (reply, rx) = oneshot::channel();
@@ -129,8 +137,8 @@ fn tokenize(tokenizer: Tokenizer, jobs: Receiver<Job>, out: SyncSender<Tokenized
             continue;
         }
         match tokenizer(&job.text) {
-            Ok(ids) => {
-                if out.send(Tokenized { ids, reply: job.reply }).is_err() {
+            Ok(tokens) => {
+                if out.send(Tokenized { ids: tokens.ids, reading: tokens.reading, reply: job.reply }).is_err() {
                     return;
                 }
             }
@@ -184,8 +192,8 @@ fn run_batch(encoder: &mut dyn Encoder, mut jobs: Vec<Tokenized>, metrics: &Metr
     metrics.observe_batch(jobs.len(), started.elapsed());
     match result {
         Ok(vectors) => {
-            for (job, v) in jobs.into_iter().zip(vectors) {
-                let _ = job.reply.send(Ok(v)); // the caller may have gone; nothing to do
+            for (job, vector) in jobs.into_iter().zip(vectors) {
+                let _ = job.reply.send(Ok(Embedded { vector, reading: job.reading })); // the caller may have gone; nothing to do
             }
         }
         Err(e) => {
@@ -209,7 +217,7 @@ mod tests {
             2
         }
         fn tokenizer(&self) -> Tokenizer {
-            Arc::new(|t: &str| Ok(t.bytes().map(u32::from).collect()))
+            crate::model::byte_tokenizer()
         }
         fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
             self.0.lock().unwrap().push(batch.len());
@@ -223,7 +231,7 @@ mod tests {
     }
 
     async fn embed_all(q: &EmbedQueue, texts: Vec<String>) -> Vec<Result<Vec<f32>, EmbedError>> {
-        let handles: Vec<_> = texts.into_iter().map(|t| { let q = q.clone(); tokio::spawn(async move { q.embed(t).await }) }).collect();
+        let handles: Vec<_> = texts.into_iter().map(|t| { let q = q.clone(); tokio::spawn(async move { q.embed(t).await.map(|e| e.vector) }) }).collect();
         let mut out = Vec::new();
         for h in handles {
             out.push(h.await.unwrap());
@@ -265,8 +273,8 @@ mod tests {
         let q = EmbedQueue::start(Box::new(Fake(batches.clone())), p, Metrics::default());
         let first = { let q = q.clone(); tokio::spawn(async move { q.embed("a".into()).await }) };
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let second = q.embed("bb".into()).await.unwrap();
-        assert_eq!((first.await.unwrap().unwrap(), second), (vec![1.0, 1.0], vec![2.0, 1.0]));
+        let second = q.embed("bb".into()).await.unwrap().vector;
+        assert_eq!((first.await.unwrap().unwrap().vector, second), (vec![1.0, 1.0], vec![2.0, 1.0]));
         assert_eq!(*batches.lock().unwrap(), vec![2], "one pass for both");
     }
 

@@ -169,6 +169,66 @@ pub enum ClassWeight {
 }
 
 
+#[derive(Args)]
+pub struct ReadArgs {
+    /// JSONL files; each row's text fields are read separately.
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// The field(s) holding text, comma-separated (rows lacking one are skipped for it).
+    #[arg(long = "text-field", value_delimiter = ',', required = true)]
+    text_fields: Vec<String>,
+    /// Also print the texts with the most unknown tokens, this many.
+    #[arg(long, default_value_t = 0)]
+    show: usize,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+}
+
+/// How much of each text the encoder can read: the distribution of the share of tokens unknown
+/// to its vocabulary, how many texts each bound (`cache.max_unknown_share`,
+/// `routing.max_unknown_share`) would call unreadable, and how many run past the window.
+/// Tokenises only.
+pub fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let config = args.encoder.load_config()?;
+    let tokenize = OnnxEncoder::load(&config.model).context("loading the encoder")?.tokenizer();
+    let mut shares = Vec::new();
+    let mut worst: Vec<(f32, String)> = Vec::new();
+    let mut truncated = 0;
+    for path in &args.data {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let row: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))?;
+            for field in &args.text_fields {
+                let Some(text) = row.get(field).and_then(serde_json::Value::as_str) else { continue };
+                let reading = tokenize(text)?.reading;
+                shares.push(reading.unknown_share());
+                truncated += usize::from(reading.truncated);
+                if args.show > 0 && reading.unknown > 0 {
+                    worst.push((reading.unknown_share(), text.chars().take(160).collect()));
+                }
+            }
+        }
+    }
+    anyhow::ensure!(!shares.is_empty(), "no texts in the fields {:?}", args.text_fields);
+    shares.sort_by(f32::total_cmp);
+    let n = shares.len();
+    let at = |q: f64| shares[((n - 1) as f64 * q).round() as usize];
+    let pct = |k: usize| 100.0 * k as f64 / n as f64;
+    let any = shares.iter().filter(|&&s| s > 0.0).count();
+    println!("texts={n} with_unknown_tokens={any} ({:.2}%) truncated={truncated} ({:.2}%)", pct(any), pct(truncated));
+    println!("unknown share: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}", at(0.5), at(0.9), at(0.99), at(0.999), at(1.0));
+    println!("max_unknown_share | unreadable texts");
+    for bound in [0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5] {
+        let above = shares.iter().filter(|&&s| s > bound).count();
+        println!("{bound:17.2} | {above} ({:.2}%)", pct(above));
+    }
+    worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (share, text) in worst.iter().take(args.show) {
+        println!("{share:.3} {text:?}");
+    }
+    Ok(())
+}
+
 pub fn eval_pii(data: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
     let report = crate::signals::pii_eval::evaluate(&text).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
@@ -186,13 +246,16 @@ pub fn eval_cache(args: EvalCacheArgs) -> anyhow::Result<()> {
     anyhow::ensure!(!pairs.is_empty(), "{}: no pairs to measure", args.pairs.display());
     // Both sides in one list, so that one cache file holds the whole run.
     let texts: Vec<&str> = pairs.iter().map(|p| p.cached.as_str()).chain(pairs.iter().map(|p| p.asked.as_str())).collect();
-    let (x, _) = embed_texts(&config, &texts, args.encoder.cache_embeddings.as_deref())?;
+    let (x, readings) = embed_and_read(&config, &texts, args.encoder.cache_embeddings.as_deref())?;
     let (cached, asked) = x.split_at(pairs.len());
-    let scored: Vec<Scored> = pairs.iter().zip(cached.iter().zip(asked)).map(|(p, (a, b))| Scored::new(p, crate::model::cosine(a, b))).collect();
+    let max_unknown = config.cache.max_unknown_share;
+    let scored: Vec<Scored> = (0..pairs.len())
+        .map(|i| Scored::new(&pairs[i], crate::model::cosine(&cached[i], &asked[i]), (readings[i], readings[pairs.len() + i]), max_unknown))
+        .collect();
     if let Some(out) = &args.scores_out {
         let mut text = String::new();
         for (p, s) in pairs.iter().zip(&scored) {
-            let row = serde_json::json!({"similarity": s.similarity, "duplicate": s.duplicate, "conflict": s.conflict, "q1": p.cached, "q2": p.asked});
+            let row = serde_json::json!({"similarity": s.similarity, "duplicate": s.duplicate, "conflict": s.refusal(), "q1": p.cached, "q2": p.asked});
             text.push_str(&row.to_string());
             text.push('\n');
         }
@@ -206,12 +269,26 @@ pub fn eval_cache(args: EvalCacheArgs) -> anyhow::Result<()> {
 /// Embeds `texts` with the configured encoder, through the embedding cache when given one; also
 /// returns the encoder's dimension.
 fn embed_texts(config: &Config, texts: &[&str], cache_dir: Option<&Path>) -> anyhow::Result<(Vec<Vec<f32>>, usize)> {
+    let (encoder, vectors) = load_and_embed_texts(config, texts, cache_dir)?;
+    Ok((vectors, encoder.dim()))
+}
+
+/// Embeds `texts` as [`embed_texts`] does, with how much of each the encoder could read.
+fn embed_and_read(config: &Config, texts: &[&str], cache_dir: Option<&Path>) -> anyhow::Result<(Vec<Vec<f32>>, Vec<crate::model::Reading>)> {
+    let (encoder, vectors) = load_and_embed_texts(config, texts, cache_dir)?;
+    let tokenize = encoder.tokenizer();
+    let readings = texts.iter().map(|t| tokenize(t).map(|t| t.reading)).collect::<Result<Vec<_>, _>>()?;
+    Ok((vectors, readings))
+}
+
+fn load_and_embed_texts(config: &Config, texts: &[&str], cache_dir: Option<&Path>) -> anyhow::Result<(OnnxEncoder, Vec<Vec<f32>>)> {
     let started = std::time::Instant::now();
     let mut encoder = OnnxEncoder::load(&config.model).context("loading the encoder")?;
     eprintln!("encoder {} ready in {} ms ({} threads)", config.model.onnx.display(), started.elapsed().as_millis(), config.model.threads);
     let salt = format!("max_tokens={}", config.model.max_tokens);
     let cache = cache_dir.map(|dir| (dir, config.model.onnx.as_path(), salt.as_str()));
-    Ok((dataset::embed_all(&mut encoder, texts, config.model.max_batch.min(32), cache)?, encoder.dim()))
+    let vectors = dataset::embed_all(&mut encoder, texts, config.model.max_batch.min(32), cache)?;
+    Ok((encoder, vectors))
 }
 
 fn file_name(p: &Path) -> String {

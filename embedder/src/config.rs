@@ -157,6 +157,12 @@ pub struct RoutingConfig {
     /// Below this similarity to a category's examples, the prompt is not in that category.
     #[serde(default = "defaults::example_similarity")]
     pub example_similarity: f32,
+    /// Above this share of tokens unknown to the encoder's vocabulary the encoder could not
+    /// read the prompt: it goes to `default_model` (category `default`) instead of wherever a
+    /// head would guess from `[UNK]` tokens. English stays below 0.11, 98% of CMMLU's Chinese
+    /// questions are above 0.2 (docs/cache-threshold.md, "Text the encoder cannot read").
+    #[serde(default = "defaults::routing_max_unknown_share")]
+    pub max_unknown_share: f32,
     #[serde(default)]
     pub categories: Vec<Category>,
     /// A trained classifier head over the embedding (`vane-embedder train`), e.g.
@@ -295,6 +301,11 @@ pub struct CacheConfig {
     pub enabled: bool,
     /// Cosine similarity between prompts at or above which a cached answer is served.
     pub threshold: f32,
+    /// Above this share of tokens unknown to the encoder's vocabulary a prompt's embedding does
+    /// not stand for it: no semantic hit for it, and it is stored for the exact tier only.
+    /// 0 (the default): one unknown token is enough, since it can be the whole difference
+    /// (秦/唐, ⊃/∨, 🐱/🐶); see docs/cache-threshold.md for what that costs.
+    pub max_unknown_share: f32,
     pub ttl_seconds: u64,
     /// Beyond this many entries one is evicted per insertion, chosen by `eviction` (embedded backend).
     pub max_entries: usize,
@@ -316,6 +327,7 @@ impl Default for CacheConfig {
         CacheConfig {
             enabled: true,
             threshold: 0.93,
+            max_unknown_share: 0.0,
             ttl_seconds: 3600,
             max_entries: 10_000,
             eviction: Default::default(),
@@ -401,6 +413,7 @@ pub struct CacheCategory {
 
 mod defaults {
     pub fn max_tokens() -> usize { 256 }
+    pub fn routing_max_unknown_share() -> f32 { 0.2 }
     pub fn threads() -> usize { 1 }
     pub fn encoders() -> usize { 1 }
     pub fn max_batch() -> usize { 32 }
@@ -484,6 +497,7 @@ impl Config {
         let r = &self.routing;
         check(!r.default_model.is_empty(), "routing.default_model: must not be empty".into());
         check((0.0..=1.0).contains(&r.confidence_floor), "routing.confidence_floor: must be between 0 and 1".into());
+        check((0.0..=1.0).contains(&r.max_unknown_share), "routing.max_unknown_share: must be between 0 and 1".into());
         check(r.aliases.iter().all(|a| !a.is_empty()), "routing.aliases: names must not be empty".into());
         check((0.0..=1.0).contains(&r.example_similarity), "routing.example_similarity: must be between 0 and 1".into());
         for (i, c) in r.categories.iter().enumerate() {
@@ -529,6 +543,7 @@ impl Config {
         }
         let c = &self.cache;
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());
+        check((0.0..=1.0).contains(&c.max_unknown_share), "cache.max_unknown_share: must be between 0 and 1".into());
         check(c.ttl_seconds >= 1, "cache.ttl_seconds: must be at least 1".into());
         check(c.max_entries >= 1, "cache.max_entries: must be at least 1".into());
         for (name, cat) in &c.categories {

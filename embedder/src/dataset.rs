@@ -216,7 +216,7 @@ mod tests {
             2
         }
         fn tokenizer(&self) -> crate::model::Tokenizer {
-            std::sync::Arc::new(|t: &str| Ok(t.bytes().map(u32::from).collect()))
+            crate::model::byte_tokenizer()
         }
         fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
             self.0 += batch.len();

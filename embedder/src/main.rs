@@ -1,6 +1,7 @@
 //! `vane-embedder`: the Vane sidecar. `serve` (the default) runs the gRPC router and the admin
 //! HTTP server until SIGINT/SIGTERM; `train` fits a classifier head on labelled JSONL and `eval`
-//! measures one; `eval-pii` and `eval-cache` measure the PII detector and the semantic cache.
+//! measures one; `eval-pii` and `eval-cache` measure the PII detector and the semantic cache;
+//! `read` measures how much of a data set the encoder's vocabulary covers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use tracing::{error, info};
 
 use vane_embedder::admin::{self, AdminState};
 use vane_embedder::batching::{BatchPolicy, EmbedQueue};
-use vane_embedder::commands::{self, EvalArgs, EvalCacheArgs, TrainArgs};
+use vane_embedder::commands::{self, EvalArgs, EvalCacheArgs, ReadArgs, TrainArgs};
 use vane_embedder::config::Config;
 use vane_embedder::metrics::Metrics;
 use vane_embedder::model::onnx::OnnxEncoder;
@@ -54,6 +55,9 @@ enum Command {
     /// Measure the semantic cache's hit rule (cosine threshold + near-duplicate guard) on labelled
     /// question pairs; the last line is `threshold=<t> precision=<p> recall=<r>` (default threshold, guard on).
     EvalCache(EvalCacheArgs),
+    /// How much of each text the encoder can read (unknown-token share, texts past the window):
+    /// the measurement behind `cache.max_unknown_share` and `routing.max_unknown_share`.
+    Read(ReadArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval(args),
         Command::EvalPii { data } => commands::eval_pii(&data),
         Command::EvalCache(args) => commands::eval_cache(args),
+        Command::Read(args) => commands::read(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

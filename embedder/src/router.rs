@@ -118,6 +118,10 @@ impl Router {
         &self.embedder
     }
 
+    pub fn cache_policy(&self) -> &CachePolicy {
+        &self.cache_policy
+    }
+
     pub async fn route(&self, req: RouteRequest) -> Result<RouteDecision, EmbedError> {
         let started = Instant::now();
         let routed = self.routing.is_alias(&req.model);
@@ -146,7 +150,12 @@ impl Router {
                 return Ok(self.cached(hit, started));
             }
         }
-        let embedding = self.embedder.embed(req.prompt.clone()).await?;
+        let embedded = self.embedder.embed(req.prompt.clone()).await?;
+        let embedding = embedded.vector;
+        // An embedding that does not stand for the whole prompt never matches, nor is matched:
+        // prompts differing only where the encoder could not read them embed alike.
+        let unread = self.cache_policy.unread(&embedded.reading);
+        let unreadable = !self.routing.can_read(&embedded.reading);
 
         // Per-category policies (jailbreak overrides, cache rules) need the request's category:
         // the routing decision's for a routed request (made now, once, and reused below), else
@@ -156,11 +165,12 @@ impl Router {
         let category = match (needs_category, routed) {
             (false, _) => None,
             (true, true) => {
-                let r = self.classify(&partition, &turns, &req.prompt, &embedding).await?;
+                let r = self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?;
                 let category = r.decision.category.clone();
                 routed_decision = Some(r);
                 Some(category)
             }
+            (true, false) if unreadable => Some(crate::routing::DEFAULT_CATEGORY.to_string()),
             (true, false) => Some(self.routing.decide(&embedding, None).category),
         };
         let category = category.as_deref();
@@ -195,7 +205,11 @@ impl Router {
         let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
         let threshold = threshold.unwrap_or(1.0);
 
-        if let Some(cache) = lookup {
+        if let (Some(cache), Some(why)) = (lookup, unread) {
+            self.metrics.cache_lookup(cache.name(), "semantic", why.name(), Duration::ZERO);
+            debug!(request_id, reason = why.name(), share = embedded.reading.unknown_share(), "semantic tier skipped");
+        }
+        if let Some(cache) = lookup.filter(|_| unread.is_none()) {
             // Near-duplicates that ask something else (negation, other numbers, ...) are not hits.
             let accept = |cached: &str| match guard::conflict(cached, &req.prompt) {
                 Some(reason) => {
@@ -212,25 +226,28 @@ impl Router {
             }
         }
 
+        // Stored for the exact tier only when its embedding does not stand for the prompt.
+        let semantic_key = unread.is_none().then(|| embedding.clone());
         if !routed {
-            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
+            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()) } else { String::new() };
             return Ok(forward(Forward { model: req.model, ticket, jailbreak: flagged, ..Forward::default() }));
         }
         let routed = match routed_decision {
             Some(r) => r,
-            None => self.classify(&partition, &turns, &req.prompt, &embedding).await?,
+            None => self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?,
         };
         self.routing.conversations.put(routed.conversation, routed.state, Instant::now());
         let decision = routed.decision;
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding }, Instant::now()) } else { String::new() };
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()) } else { String::new() };
         Ok(forward(Forward { jailbreak: flagged, ..forward_of(decision, ticket) }))
     }
 
     /// Routes a prompt with its conversation (multi-turn: earlier user turns blended in, and the
-    /// model the conversation is on); the conversation's new state is remembered on forward.
-    async fn classify(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32]) -> Result<Routed, EmbedError> {
+    /// model the conversation is on); the conversation's new state is remembered on forward. An
+    /// `unreadable` prompt goes to the default model ([`Routing::decide_unreadable`]).
+    async fn classify(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
         let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
         let now = Instant::now();
         let previous = if turns.is_empty() { None } else { self.routing.conversations.get(&key(None), now) };
@@ -239,13 +256,13 @@ impl Router {
             None if !turns.is_empty() && self.routing.multi_turn.history_weight > 0.0 => {
                 // Not seen before (or forgotten): embed the recent earlier turns, newest first.
                 let recent: Vec<&str> = turns.iter().rev().take(3).map(String::as_str).collect();
-                Some(self.embedder.embed(recent.join("\n")).await?)
+                Some(self.embedder.embed(recent.join("\n")).await?.vector)
             }
             None => None,
         };
         let weight = self.routing.multi_turn.history_weight;
         let classified = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, weight));
-        let decision = self.routing.decide(&classified, previous.as_ref());
+        let decision = if unreadable { self.routing.decide_unreadable(previous.as_ref()) } else { self.routing.decide(&classified, previous.as_ref()) };
         let topic = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
         let state = State { model: decision.model.clone(), topic };
         Ok(Routed { decision, conversation: key(Some(prompt)), state })
@@ -268,7 +285,7 @@ impl Router {
     async fn jailbreak_score(&self, jailbreak: &Jailbreak, prompt: &str, embedding: &[f32]) -> Result<f32, EmbedError> {
         let extra = extra_windows(prompt);
         let windows = if extra.is_empty() { Vec::new() } else { self.embedder.embed_all(extra.clone()).await? };
-        Ok(jailbreak.score(std::iter::once((prompt, embedding)).chain(extra.iter().map(String::as_str).zip(windows.iter().map(Vec::as_slice)))))
+        Ok(jailbreak.score(std::iter::once((prompt, embedding)).chain(extra.iter().map(String::as_str).zip(windows.iter().map(|w| w.vector.as_slice())))))
     }
 
     /// Holds a forward to the PII policy: the model may not receive some PII → block, another

@@ -14,7 +14,9 @@ pub struct Pending {
     pub fingerprint: Fingerprint,
     /// The prompt's text (the exact tier hashes it; the guard compares it).
     pub prompt: String,
-    pub embedding: Vec<f32>,
+    /// The semantic tier's key; `None` when the embedding does not stand for the whole prompt
+    /// (the answer is then cached for the exact tier only).
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// Pending entries by ticket, and tickets in the order they were issued (for expiry).
@@ -61,7 +63,7 @@ mod tests {
     use super::*;
 
     fn pending() -> Pending {
-        Pending { partition: Partition { tenant: String::new(), model: "m".into() }, fingerprint: Fingerprint::of(""), prompt: String::new(), embedding: vec![1.0] }
+        Pending { partition: Partition { tenant: String::new(), model: "m".into() }, fingerprint: Fingerprint::of(""), prompt: String::new(), embedding: Some(vec![1.0]) }
     }
 
     #[test]

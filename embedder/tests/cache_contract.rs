@@ -71,7 +71,7 @@ fn unit(v: &[f32]) -> Vec<f32> {
 
 impl Cache {
     async fn put(&self, partition: Partition, fp: Fingerprint, text: &str, v: &[f32], answer: &str, now: Instant) {
-        self.backend.insert(partition, fp, text.into(), unit(v), answer.as_bytes().to_vec(), now).await.expect("stored");
+        self.backend.insert(partition, fp, text.into(), Some(unit(v)), answer.as_bytes().to_vec(), now).await.expect("stored");
     }
 
     async fn answer(&self, partition: &Partition, fp: Fingerprint, v: &[f32], now: Instant) -> Option<String> {
@@ -106,6 +106,20 @@ async fn exact_tier_matches_the_same_prompt_only_and_keeps_the_newest(kind: Kind
     assert!(c.backend.lookup_exact(&p("t", "m"), Fingerprint::of("x"), PromptKey::of("2+2?"), now).await.is_none(), "other context");
     assert!(c.backend.lookup_exact(&p("t", "m"), fp, PromptKey::of("2+3?"), now).await.is_none());
     assert!(c.backend.lookup_exact(&p("t", "m"), fp, PromptKey::of("2+2?"), now + Duration::from_secs(11)).await.is_none(), "expired");
+}
+
+/// A prompt the encoder could not read is stored without a semantic key: its identical repeat
+/// is an exact hit, and no lookup by vector finds it, not even with the lowest threshold.
+async fn an_entry_without_embedding_serves_the_exact_tier_only(kind: Kind) {
+    let c = cache(kind, "exact_only", 0.01, 60).await;
+    let now = Instant::now();
+    let fp = Fingerprint::of("");
+    c.backend.insert(p("t", "m"), fp, "秦朝是哪一年建立的？".into(), None, b"qin".to_vec(), now).await.expect("stored");
+    let hit = c.backend.lookup_exact(&p("t", "m"), fp, PromptKey::of("秦朝是哪一年建立的？"), now).await.expect("exact hit");
+    assert_eq!((hit.tier, hit.completion.as_slice()), (Tier::Exact, &b"qin"[..]));
+    for v in [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]] {
+        assert!(c.backend.lookup(&p("t", "m"), fp, &unit(&v), now, |_| true).await.is_none(), "found by vector {v:?}");
+    }
 }
 
 async fn rejected_candidates_give_way_to_the_next_best(kind: Kind) {
@@ -234,6 +248,7 @@ macro_rules! contract {
 contract!(
     hits_only_above_threshold_within_partition_and_fingerprint,
     exact_tier_matches_the_same_prompt_only_and_keeps_the_newest,
+    an_entry_without_embedding_serves_the_exact_tier_only,
     rejected_candidates_give_way_to_the_next_best,
     the_most_similar_entry_wins,
     entries_expire,
@@ -255,11 +270,11 @@ async fn milvus_unreachable_fails_open_and_counts_errors() {
     let started = Instant::now();
     assert!(backend.lookup_exact(&p("t", "m"), fp, PromptKey::of("q"), now).await.is_none());
     assert!(backend.lookup(&p("t", "m"), fp, &unit(&[1.0]), now, |_| true).await.is_none());
-    assert_eq!(backend.insert(p("t", "m"), fp, "q".into(), unit(&[1.0]), b"a".to_vec(), now).await, Err("backend_error"));
+    assert_eq!(backend.insert(p("t", "m"), fp, "q".into(), Some(unit(&[1.0])), b"a".to_vec(), now).await, Err("backend_error"));
     assert!(started.elapsed() < Duration::from_secs(2), "no call waits for the (background) reconnect: {:?}", started.elapsed());
     let text = metrics.render();
     for op in ["lookup_exact", "lookup", "insert"] {
         assert!(text.contains(&format!("vane_cache_errors_total{{backend=\"milvus\",op=\"{op}\"}} 1")), "{op} not counted:\n{text}");
     }
-    assert!(matches!(backend.insert(p("t", "m"), fp, "q".into(), unit(&[1.0]), vec![b'x'; 70_000], now).await, Err("too_large")));
+    assert!(matches!(backend.insert(p("t", "m"), fp, "q".into(), Some(unit(&[1.0])), vec![b'x'; 70_000], now).await, Err("too_large")));
 }

@@ -151,6 +151,40 @@ async fn only_complete_answers_are_stored() {
     assert_eq!(v["object"], "chat.completion");
 }
 
+/// Answers `prompt` from the upstream (a Forward, stored), then returns what `next` gets.
+async fn after_storing(c: &mut RouterClient<tonic::transport::Channel>, prompt: &str, next: &str) -> (Action, Action) {
+    let first = route(c, ask(prompt)).await;
+    let Action::Forward(f) = &first else { panic!("expected a forward for {prompt}") };
+    assert!(c.store(StoreRequest { ticket: f.ticket.clone(), response: completion("answer"), sse: false }).await.unwrap().into_inner().stored);
+    (first, route(c, ask(next)).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_the_encoder_cannot_read_are_never_semantic_hits_but_repeat_exactly() {
+    let mut c = client().await;
+    // The same question reworded (the guard lets it pass): MiniLM reads most of it as [UNK], so
+    // its similarity means nothing and it must not be served.
+    let (first, reworded) = after_storing(&mut c, "秦朝是哪一年建立的？", "秦朝哪年建立？").await;
+    let Action::Forward(f) = first else { unreachable!() };
+    assert_eq!((f.model.as_str(), f.category.as_str()), ("general-model", "default"), "unreadable: the default model");
+    assert!(matches!(reworded, Action::Forward(_)), "semantic hit on an unreadable prompt: {reworded:?}");
+    let Action::Cached(exact) = route(&mut c, ask("秦朝是哪一年建立的？")).await else { panic!("an identical repeat is an exact hit") };
+    assert_eq!(exact.similarity, 1.0);
+    // Emoji are unknown to the vocabulary too.
+    let (_, emoji) = after_storing(&mut c, "🐱🐱🐱", "🐱🐱").await;
+    assert!(matches!(emoji, Action::Forward(_)), "{emoji:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_past_the_encoder_window_is_matched_exactly_only() {
+    let mut c = client().await;
+    let doc: String = (0..360).map(|i| format!("word{} ", i % 7)).collect::<String>().replace("word", "the report says ");
+    let (a, b) = (format!("{doc}\nSummarise it in one sentence."), format!("{doc}\nTranslate it into French."));
+    let (_, other) = after_storing(&mut c, &a, &b).await;
+    assert!(matches!(other, Action::Forward(_)), "the ends differ past the window: {other:?}");
+    assert!(matches!(route(&mut c, ask(&a)).await, Action::Cached(_)), "identical: exact hit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_prompt_goes_to_the_default_model_uncached() {
     let mut c = client().await;

@@ -60,14 +60,17 @@ impl CacheBackend {
         }
     }
 
-    /// `Ok(())` when stored; otherwise the Store reply's reason.
-    pub async fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> Result<(), &'static str> {
+    /// `Ok(())` when stored; otherwise the Store reply's reason. Without an embedding the entry
+    /// serves the exact tier only.
+    pub async fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Option<Vec<f32>>, completion: Vec<u8>, now: Instant) -> Result<(), &'static str> {
         match self {
             CacheBackend::Memory(c) => {
-                c.insert(partition, fingerprint, text, embedding, completion, now);
+                c.insert_entry(partition, fingerprint, text, embedding.as_deref(), completion, now);
                 Ok(())
             }
-            CacheBackend::Milvus(c) => match c.insert(partition, fingerprint, text, embedding, completion, now).await {
+            // Every Milvus row has a vector: the zero vector's inner product with any query is
+            // 0, below every threshold, so such a row answers the exact tier only.
+            CacheBackend::Milvus(c) => match c.insert(partition, fingerprint, text, embedding.unwrap_or_else(|| vec![0.0; c.dim()]), completion, now).await {
                 Ok(None) => Ok(()),
                 Ok(Some(Skipped::TooLarge)) => Err("too_large"),
                 Ok(Some(Skipped::NotUtf8)) => Err("not_utf8"),

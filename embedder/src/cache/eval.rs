@@ -12,6 +12,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::guard;
+use crate::model::{Reading, Unread};
 
 /// One labelled pair: `cached` is the question in the cache, `asked` the new one.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,21 +83,33 @@ pub fn subsample(n: usize, limit: Option<usize>, seed: u64) -> Vec<usize> {
     kept
 }
 
-/// A pair as the cache sees it: its similarity, and why the guard refuses it (if it does).
+/// A pair as the cache sees it: its similarity, whether the encoder read both sides (the
+/// sidecar never matches a prompt it could not read, nor stores one for matching), and why the
+/// guard refuses it (if it does).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
     pub similarity: f32,
     pub duplicate: bool,
+    pub unread: Option<Unread>,
     pub conflict: Option<&'static str>,
 }
 
 impl Scored {
-    pub fn new(pair: &Pair, similarity: f32) -> Scored {
-        Scored { similarity, duplicate: pair.duplicate, conflict: guard::conflict(&pair.cached, &pair.asked) }
+    /// `readings` are the cached and the asked prompt's, `max_unknown_share` the sidecar's
+    /// `cache.max_unknown_share`.
+    pub fn new(pair: &Pair, similarity: f32, readings: (Reading, Reading), max_unknown_share: f32) -> Scored {
+        let unread = readings.0.unread(max_unknown_share).or(readings.1.unread(max_unknown_share));
+        Scored { similarity, duplicate: pair.duplicate, unread, conflict: guard::conflict(&pair.cached, &pair.asked) }
+    }
+
+    /// Why the sidecar would not serve this pair as a hit, whatever the similarity: the
+    /// encoder's reading first, then the guard.
+    pub fn refusal(&self) -> Option<&'static str> {
+        self.unread.map(Unread::name).or(self.conflict)
     }
 
     fn hit(&self, threshold: f32, guarded: bool) -> bool {
-        self.similarity >= threshold && !(guarded && self.conflict.is_some())
+        self.similarity >= threshold && self.unread.is_none() && !(guarded && self.conflict.is_some())
     }
 }
 
@@ -198,10 +211,12 @@ pub fn render(scored: &[Scored], default: f32, target: f64) -> String {
         off.true_hits - on.true_hits,
         off.true_hits
     );
-    let _ = writeln!(out, "guard refusals above the default threshold, by rule (false hits removed / true hits lost):");
+    let unread = scored.iter().filter(|s| s.unread.is_some()).count();
+    let _ = writeln!(out, "pairs the encoder could not read (never a hit, guard on or off): {unread} of {}", scored.len());
+    let _ = writeln!(out, "refusals above the default threshold, by rule (false hits removed / true hits lost):");
     let mut reasons: Vec<(&str, usize, usize)> = Vec::new();
     for s in scored.iter().filter(|s| s.similarity >= default) {
-        if let Some(r) = s.conflict {
+        if let Some(r) = s.refusal() {
             let i = reasons.iter().position(|x| x.0 == r).unwrap_or_else(|| {
                 reasons.push((r, 0, 0));
                 reasons.len() - 1
@@ -211,7 +226,7 @@ pub fn render(scored: &[Scored], default: f32, target: f64) -> String {
     }
     reasons.sort_by_key(|r| std::cmp::Reverse(r.1 + r.2));
     for (r, removed, lost) in reasons {
-        let _ = writeln!(out, "  {r:12} {removed:6} / {lost}");
+        let _ = writeln!(out, "  {r:14} {removed:6} / {lost}");
     }
     let _ = writeln!(out, "threshold={default:.2} precision={:.4} recall={:.4}", on.precision(), on.recall());
     out
@@ -222,7 +237,7 @@ mod tests {
     use super::*;
 
     fn s(similarity: f32, duplicate: bool, conflict: Option<&'static str>) -> Scored {
-        Scored { similarity, duplicate, conflict }
+        Scored { similarity, duplicate, unread: None, conflict }
     }
 
     #[test]
@@ -236,6 +251,21 @@ mod tests {
         assert!((off.precision() - 2.0 / 3.0).abs() < 1e-12);
         let low = Counts::at(&scored, 0.8, false);
         assert_eq!((low.true_hits, low.false_hits), (3, 2));
+    }
+
+    #[test]
+    fn a_pair_the_encoder_could_not_read_is_never_a_hit() {
+        let pair = Pair { cached: "秦朝是哪一年建立的？".into(), asked: "唐朝是哪一年建立的？".into(), duplicate: false };
+        let unknown = Reading { tokens: 10, unknown: 5, truncated: false };
+        let read = Reading { tokens: 10, unknown: 0, truncated: false };
+        let scored = Scored::new(&pair, 1.0, (read, unknown), 0.05);
+        assert_eq!(scored.refusal(), Some("unknown_tokens"), "the reading is named before the guard's cjk rule");
+        assert!(!scored.hit(0.5, false), "not even with the guard off");
+        let long = Scored::new(&pair, 1.0, (Reading { truncated: true, ..read }, read), 0.05);
+        assert_eq!(long.refusal(), Some("truncated"));
+        let readable = Scored::new(&pair, 1.0, (read, read), 0.05);
+        assert_eq!(readable.refusal(), Some("cjk"));
+        assert!(readable.hit(0.5, false) && !readable.hit(0.5, true));
     }
 
     #[test]

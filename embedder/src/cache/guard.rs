@@ -15,7 +15,14 @@
 //! - two names trade places and nothing else changes ("What do Croats think of Turks?" against
 //!   "What do Turks think of Croats?"), unless only "and"/"or"/"vs" stands between them,
 //! - they ask different things of the same subject: one asks who, when, where or why, the other
-//!   asks one of these too, but never the same ("Who invented X?" against "When was X invented?").
+//!   asks one of these too, but never the same ("Who invented X?" against "When was X invented?"),
+//! - each has Chinese, Japanese or Korean characters the other lacks, outside the particles and
+//!   numerals (秦朝 against 唐朝, 感冒 against 失眠): CJK text has no capitals to find names by
+//!   and no spaces to find words by, so its characters are compared one by one; characters on
+//!   one side only are a detail added, as with names,
+//! - likewise for emoji (🐱 against 🐶).
+//!
+//! CJK numerals (三, 十五, 两百) count as numbers and 不/没/别/非/未/无 (ない, 않) as negation.
 
 use std::collections::BTreeSet;
 
@@ -79,8 +86,73 @@ fn normalise(text: &str) -> String {
     text.to_lowercase().replace(" squared", "^2").replace(" cubed", "^3").replace('\u{2019}', "'")
 }
 
+/// Han characters, kana and hangul: scripts written without spaces between words.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0xFF66..=0xFF9F
+        | 0x1100..=0x11FF | 0x3130..=0x318F | 0xAC00..=0xD7AF | 0x20000..=0x2FFFF)
+}
+
+fn is_emoji(c: char) -> bool {
+    matches!(c as u32, 0x1F000..=0x1FAFF | 0x2600..=0x27BF)
+}
+
+/// CJK numerals: digits, then the units that multiply them.
+const CJK_DIGITS: &[(char, u64)] = &[('零', 0), ('〇', 0), ('一', 1), ('二', 2), ('两', 2), ('三', 3), ('四', 4), ('五', 5), ('六', 6), ('七', 7), ('八', 8), ('九', 9)];
+const CJK_UNITS: &[(char, u64)] = &[('十', 10), ('百', 100), ('千', 1000), ('万', 10_000), ('亿', 100_000_000)];
+
+fn is_cjk_numeral(c: char) -> bool {
+    CJK_DIGITS.iter().chain(CJK_UNITS).any(|&(d, _)| d == c)
+}
+
+/// Particles and function characters of Chinese, Japanese and Korean: paraphrases add and drop
+/// them freely ("秦朝是哪一年建立的" / "秦朝哪年建立"), so they never make two questions differ.
+const CJK_PARTICLES: &str = "的地得了着过吗呢吧啊呀嘛么是在请问和与及也就还又而且把被给将个之于\
+    のはがをにでともかねよへやなだすましたてです\
+    은는이가을를에의도와과로요";
+
+/// Negation in CJK text: whether any of these appears ("非常", "very", is no negation).
+const CJK_NEGATIONS: &[&str] = &["不", "没", "別", "别", "非", "未", "无", "無", "ない", "ません", "않", "못", "없"];
+
+/// The value of a run of CJK numerals: 十五 is 15, 两百三十 is 230, 二〇二四 (digit by digit) 2024.
+fn cjk_number(run: &[char]) -> String {
+    let digit = |c: char| CJK_DIGITS.iter().find(|&&(d, _)| d == c).map(|&(_, v)| v);
+    let unit = |c: char| CJK_UNITS.iter().find(|&&(u, _)| u == c).map(|&(_, v)| v);
+    if run.iter().all(|&c| digit(c).is_some()) {
+        return run.iter().filter_map(|&c| digit(c)).map(|d| d.to_string()).collect();
+    }
+    let (mut total, mut section, mut number) = (0u64, 0u64, 0u64);
+    for &c in run {
+        if let Some(d) = digit(c) {
+            number = d;
+        } else if let Some(u) = unit(c) {
+            if u >= 10_000 {
+                total = total.saturating_add((section + number).max(1).saturating_mul(u));
+                section = 0;
+            } else {
+                // 十五: a unit without a digit before it counts once.
+                section = section.saturating_add(if number == 0 { 1 } else { number }.saturating_mul(u));
+            }
+            number = 0;
+        }
+    }
+    total.saturating_add(section).saturating_add(number).to_string()
+}
+
+/// The CJK characters (or emoji) of a text that can carry its meaning: particles and numerals
+/// aside (numbers are compared as numbers).
+fn glyphs(text: &str, kind: fn(char) -> bool) -> BTreeSet<char> {
+    text.chars().filter(|&c| kind(c) && !CJK_PARTICLES.contains(c) && !is_cjk_numeral(c)).collect()
+}
+
+fn cjk_negated(text: &str) -> bool {
+    let text = text.replace("非常", "");
+    CJK_NEGATIONS.iter().any(|n| text.contains(n))
+}
+
 fn words(text: &str) -> Vec<String> {
-    normalise(text)
+    // Each CJK character is a word of its own: the script puts no spaces between words.
+    let spaced: String = normalise(text).chars().flat_map(|c| if is_cjk(c) { vec![' ', c, ' '] } else { vec![c] }).collect();
+    spaced
         .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '.' || c == '_' || c == '-'))
         .map(|w| w.trim_matches(|c: char| c == '.' || c == '\'' || c == '-').to_string())
         .filter(|w| !w.is_empty())
@@ -95,7 +167,8 @@ fn numbers(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
-        let glued = i > 0 && chars[i - 1].is_alphanumeric();
+        // CJK text has no spaces: "第3章" is the number 3, "iPhone5" an identifier.
+        let glued = i > 0 && chars[i - 1].is_alphanumeric() && !is_cjk(chars[i - 1]);
         if chars[i].is_ascii_digit() && !glued {
             let mut n = String::new();
             while i < chars.len() {
@@ -109,13 +182,19 @@ fn numbers(text: &str) -> Vec<String> {
                 i += 1;
             }
             // "25th" is a number; "9f86d0" is an identifier (checked as one).
-            let letters: String = chars[i..].iter().take_while(|c| c.is_alphanumeric()).collect();
+            let letters: String = chars[i..].iter().take_while(|&&c| c.is_alphanumeric() && !is_cjk(c)).collect();
             if letters.is_empty() || ["st", "nd", "rd", "th"].contains(&letters.as_str()) {
                 out.push(n);
             }
-        } else if chars[i].is_alphanumeric() {
+        } else if is_cjk_numeral(chars[i]) {
             let start = i;
-            while i < chars.len() && chars[i].is_alphanumeric() {
+            while i < chars.len() && is_cjk_numeral(chars[i]) {
+                i += 1;
+            }
+            out.push(cjk_number(&chars[start..i]));
+        } else if chars[i].is_alphanumeric() && !is_cjk(chars[i]) {
+            let start = i;
+            while i < chars.len() && chars[i].is_alphanumeric() && !is_cjk(chars[i]) {
                 i += 1;
             }
             let w: String = chars[start..i].iter().collect();
@@ -232,7 +311,7 @@ pub fn conflict(cached: &str, asked: &str) -> Option<&'static str> {
     if !na.is_empty() && !nb.is_empty() && na != nb {
         return Some("numbers");
     }
-    if negated(&a) != negated(&b) {
+    if (negated(&a) || cjk_negated(cached)) != (negated(&b) || cjk_negated(asked)) {
         return Some("negation");
     }
     let (sa, sb): (BTreeSet<&str>, BTreeSet<&str>) = (a.iter().map(String::as_str).collect(), b.iter().map(String::as_str).collect());
@@ -260,6 +339,12 @@ pub fn conflict(cached: &str, asked: &str) -> Option<&'static str> {
     let (qa, qb) = (asks(&a), asks(&b));
     if !qa.is_empty() && !qb.is_empty() && qa.is_disjoint(&qb) {
         return Some("question");
+    }
+    for (kind, name) in [(is_cjk as fn(char) -> bool, "cjk"), (is_emoji, "emoji")] {
+        let (ga, gb) = (glyphs(cached, kind), glyphs(asked, kind));
+        if !ga.is_subset(&gb) && !gb.is_subset(&ga) {
+            return Some(name);
+        }
     }
     None
 }
@@ -340,6 +425,54 @@ mod tests {
             assert_eq!(conflict(a, b), None, "{a} / {b}");
             assert_eq!(conflict(b, a), None, "{b} / {a}");
         }
+    }
+
+    #[test]
+    fn cjk_traps_conflict() {
+        for (a, b, why) in [
+            ("秦朝是哪一年建立的？", "唐朝是哪一年建立的？", "cjk"),
+            ("我应该如何治疗感冒？", "我应该如何治疗失眠？", "cjk"),
+            ("猫为什么喜欢睡觉？", "狗为什么喜欢啃骨头？", "cjk"),
+            ("北京是哪个国家的首都？", "东京是哪个国家的首都？", "cjk"),
+            ("日本の首都はどこですか？", "中国の首都はどこですか？", "cjk"),
+            ("서울은 어느 나라의 수도입니까?", "도쿄는 어느 나라의 수도입니까?", "cjk"),
+            // 都 is "all" in Chinese but the "capital" of 京都: no particle list may hide it.
+            ("東京タワーの高さはどれくらいですか？", "京都タワーの高さはどれくらいですか？", "cjk"),
+            ("三加五等于几？", "三加六等于几？", "numbers"),
+            ("一年有十二个月吗", "一年有十五个月吗", "numbers"),
+            ("什么是3的平方", "什么是四的平方", "numbers"),
+            ("猫喜欢吃鱼", "猫不喜欢吃鱼", "negation"),
+            ("我有钱", "我没有钱", "negation"),
+            ("Explain 🐱 to me", "Explain 🐶 to me", "emoji"),
+        ] {
+            assert_eq!(conflict(a, b), Some(why), "{a} / {b}");
+            assert_eq!(conflict(b, a), Some(why), "{b} / {a}");
+        }
+    }
+
+    #[test]
+    fn cjk_paraphrases_pass() {
+        for (a, b) in [
+            // Particles come and go; characters on one side only are a detail added.
+            ("秦朝是哪一年建立的？", "秦朝哪年建立？"),
+            ("北京是中国的首都吗？", "北京是中国首都吗？"),
+            ("三个苹果多少钱", "3个苹果多少钱"),
+            ("这个非常好吃吗", "这个好吃吗"),
+            ("What is 秦朝?", "What is 秦朝? Explain."),
+        ] {
+            assert_eq!(conflict(a, b), None, "{a} / {b}");
+            assert_eq!(conflict(b, a), None, "{b} / {a}");
+        }
+    }
+
+    #[test]
+    fn cjk_numerals_read_as_numbers() {
+        assert_eq!(numbers("十五"), vec!["15"]);
+        assert_eq!(numbers("两百三十个"), vec!["230"]);
+        assert_eq!(numbers("二〇二四年"), vec!["2024"]);
+        assert_eq!(numbers("三万五千"), vec!["35000"]);
+        assert_eq!(numbers("第3章和第三章"), vec!["3", "3"]);
+        assert_eq!(numbers("abc三"), vec!["3"], "a CJK numeral after latin letters is still read");
     }
 
     #[test]

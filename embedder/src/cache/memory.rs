@@ -110,12 +110,17 @@ impl MemoryCache {
     }
 
     pub fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> u64 {
+        self.insert_entry(partition, fingerprint, text, Some(&embedding), completion, now)
+    }
+
+    /// Inserts an entry; without an embedding it is found by the exact tier only.
+    pub fn insert_entry(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Option<&[f32]>, completion: Vec<u8>, now: Instant) -> u64 {
         let mut inner = self.lock();
-        self.insert_locked(&mut inner, (partition, fingerprint), text, &embedding, completion, now, now + self.ttl)
+        self.insert_locked(&mut inner, (partition, fingerprint), text, embedding, completion, now, now + self.ttl)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn insert_locked(&self, inner: &mut Inner, key: Key, text: String, embedding: &[f32], completion: Vec<u8>, now: Instant, expires: Instant) -> u64 {
+    fn insert_locked(&self, inner: &mut Inner, key: Key, text: String, embedding: Option<&[f32]>, completion: Vec<u8>, now: Instant, expires: Instant) -> u64 {
         let prompt = PromptKey::of(&text);
         Self::expire(inner, now);
         while inner.entries.len() >= self.max_entries {
@@ -124,7 +129,9 @@ impl MemoryCache {
         }
         let id = inner.next_id;
         inner.next_id += 1;
-        if let Err(e) = inner.groups.entry(key.clone()).or_default().insert(id, embedding) {
+        if let Some(embedding) = embedding
+            && let Err(e) = inner.groups.entry(key.clone()).or_default().insert(id, embedding)
+        {
             // Still served by the exact tier.
             warn!(error = %e, "semantic cache: entry not indexed");
         }
@@ -176,7 +183,7 @@ impl MemoryCache {
 
     pub fn stats(&self) -> Stats {
         let inner = self.lock();
-        let tenants: std::collections::HashSet<&str> = inner.groups.keys().map(|(p, _)| p.tenant.as_str()).collect();
+        let tenants: std::collections::HashSet<&str> = inner.entries.values().map(|e| e.key.0.tenant.as_str()).collect();
         let payload_bytes = inner.entries.values().map(|e| e.text.len() + e.completion.len()).sum();
         Stats { entries: inner.entries.len(), groups: inner.groups.len(), tenants: tenants.len(), payload_bytes }
     }
@@ -194,7 +201,8 @@ impl MemoryCache {
             text: e.text.clone(),
             completion: e.completion.clone(),
             remaining: e.expires - now,
-            // Entries the index refused have no vector; write zeros, which never match.
+            // Entries the index refused or that serve the exact tier only have no vector: write
+            // zeros, restored as exact-only.
             embedding: inner.groups.get(&e.key).and_then(|g| g.vector(id)).unwrap_or_else(|| vec![0.0; dim]),
         });
         snapshot::write(path, dim, count, saved)?;
@@ -209,7 +217,8 @@ impl MemoryCache {
         let mut loaded = 0;
         for s in saved.into_iter().filter(|s| !s.remaining.is_zero()) {
             let expires = now + s.remaining.min(self.ttl);
-            self.insert_locked(&mut inner, (s.partition, s.fingerprint), s.text, &s.embedding, s.completion, now, expires);
+            let embedding = s.embedding.iter().any(|&x| x != 0.0).then_some(s.embedding.as_slice());
+            self.insert_locked(&mut inner, (s.partition, s.fingerprint), s.text, embedding, s.completion, now, expires);
             loaded += 1;
         }
         Ok(loaded)

@@ -72,6 +72,11 @@ pub struct MilvusCache {
 }
 
 impl MilvusCache {
+    /// The collection's vector dimension.
+    pub fn dim(&self) -> usize {
+        self.link.settings.dim
+    }
+
     /// Does not connect: [`Self::warm_up`] or [`Self::ready`] does, or the first call starts a
     /// background connect (as every call after a failure does, with backoff).
     pub fn new(settings: MilvusSettings, threshold: f32, ttl: Duration, metrics: Metrics) -> MilvusCache {

@@ -5,15 +5,23 @@
 use std::collections::BTreeMap;
 
 use crate::config::{CacheCategory, CacheConfig};
+use crate::model::{Reading, Unread};
 
 pub struct CachePolicy {
     threshold: f32,
+    max_unknown_share: f32,
     categories: BTreeMap<String, CacheCategory>,
 }
 
 impl CachePolicy {
     pub fn new(config: &CacheConfig) -> CachePolicy {
-        CachePolicy { threshold: config.threshold, categories: config.categories.clone() }
+        CachePolicy { threshold: config.threshold, max_unknown_share: config.max_unknown_share, categories: config.categories.clone() }
+    }
+
+    /// Why the semantic tier may not match a prompt read this way (nor store it for matching):
+    /// its embedding does not stand for all of it. `None`: it may.
+    pub fn unread(&self, reading: &Reading) -> Option<Unread> {
+        reading.unread(self.max_unknown_share)
     }
 
     /// Whether a request's category must be known before the semantic tier.

@@ -9,12 +9,14 @@ use std::sync::OnceLock;
 use ort::environment::Environment;
 use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::Tensor;
-use super::{Encoder, ModelError, Tokenizer};
+use super::{Encoder, ModelError, Reading, Tokenizer, Tokens};
 use crate::config::{Device, ModelConfig};
 
 pub struct OnnxEncoder {
     session: Session,
     tokenizer: std::sync::Arc<tokenizers::Tokenizer>,
+    /// The vocabulary's unknown token (`[UNK]` in BERT's WordPiece, `<unk>` in SentencePiece).
+    unknown: Option<u32>,
     max_tokens: usize,
     dim: usize,
 }
@@ -37,8 +39,11 @@ impl OnnxEncoder {
             .and_then(|b| Ok(b.with_inter_threads(1)?))
             .and_then(|mut b| b.commit_from_file(&cfg.onnx))
             .map_err(|e| load_err(&cfg.onnx, e))?;
-        let tokenizer = tokenizers::Tokenizer::from_file(&cfg.tokenizer).map_err(|e| load_err(&cfg.tokenizer, e))?;
-        let mut encoder = OnnxEncoder { session, tokenizer: tokenizer.into(), max_tokens: cfg.max_tokens, dim: 0 };
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&cfg.tokenizer).map_err(|e| load_err(&cfg.tokenizer, e))?;
+        // Truncated below instead (max_tokens), so that a text's reading counts all of it.
+        tokenizer.with_truncation(None).map_err(|e| load_err(&cfg.tokenizer, e))?;
+        let unknown = ["[UNK]", "<unk>"].into_iter().find_map(|t| tokenizer.token_to_id(t));
+        let mut encoder = OnnxEncoder { session, tokenizer: tokenizer.into(), unknown, max_tokens: cfg.max_tokens, dim: 0 };
         encoder.dim = encoder.embed(&["warm up"])?.first().map_or(0, Vec::len);
         Ok(encoder)
     }
@@ -79,19 +84,25 @@ impl Encoder for OnnxEncoder {
     }
 
     fn tokenizer(&self) -> Tokenizer {
-        let (tokenizer, max) = (self.tokenizer.clone(), self.max_tokens);
+        let (tokenizer, unknown, max) = (self.tokenizer.clone(), self.unknown, self.max_tokens);
         std::sync::Arc::new(move |text: &str| {
             let enc = tokenizer.encode(text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
             let ids = enc.get_ids();
+            let special = enc.get_special_tokens_mask();
+            let reading = Reading {
+                tokens: special.iter().filter(|&&s| s == 0).count() as u32,
+                unknown: ids.iter().zip(special).filter(|&(&id, &s)| s == 0 && Some(id) == unknown).count() as u32,
+                truncated: ids.len() > max,
+            };
             if ids.len() <= max {
-                return Ok(ids.to_vec());
+                return Ok(Tokens { ids: ids.to_vec(), reading });
             }
             // Truncated: keep the closing [SEP] the model was trained with.
             let mut kept = ids[..max].to_vec();
             if let (Some(last), Some(&sep)) = (kept.last_mut(), ids.last()) {
                 *last = sep;
             }
-            Ok(kept)
+            Ok(Tokens { ids: kept, reading })
         })
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Body: `{"text": "..."}` or `{"texts": ["...", ...]}` (at most [`MAX_TEXTS`]). Each result is
 //! the decision a routed request with that text as its only user message would get (category,
-//! confidence, the head's top scores, model, reasoning, body patch), the jailbreak score and
-//! action when detection is configured, plus timings.
+//! confidence, the head's top scores, model, reasoning, body patch), how much of it the encoder
+//! could read (`reading`: unknown-token share, truncation, and whether the semantic cache may
+//! match it), the jailbreak score and action when detection is configured, plus timings.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,10 +65,12 @@ pub async fn classify(State(router): State<Arc<Router>>, body: Result<Json<Class
     let mut results = Vec::with_capacity(texts.len());
     for (text, e) in texts.iter().zip(&embeddings) {
         let t0 = Instant::now();
-        let decision = router.routing().decide(e, None);
+        // What the Route RPC would do with the prompt: unreadable ones go to the default model.
+        let unread = router.cache_policy().unread(&e.reading);
+        let decision = if router.routing().can_read(&e.reading) { router.routing().decide(&e.vector, None) } else { router.routing().decide_unreadable(None) };
         let decide_us = micros(t0);
         let t0 = Instant::now();
-        let jailbreak = match router.jailbreak_opinion(text, e, Some(&decision.category)).await {
+        let jailbreak = match router.jailbreak_opinion(text, &e.vector, Some(&decision.category)).await {
             Ok(j) => j,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "encoder_error"),
         };
@@ -75,6 +78,11 @@ pub async fn classify(State(router): State<Arc<Router>>, body: Result<Json<Class
         let mut v = serde_json::to_value(&decision).unwrap_or(Value::Null);
         if let Some(obj) = v.as_object_mut() {
             obj.insert("decide_us".into(), json!(decide_us));
+            // How much the encoder read, and whether the semantic cache may match on it.
+            obj.insert(
+                "reading".into(),
+                json!({"tokens": e.reading.tokens, "unknown_tokens": e.reading.unknown, "unknown_share": e.reading.unknown_share(), "truncated": e.reading.truncated, "semantic_cache": unread.map_or("eligible", |u| u.name())}),
+            );
             if let Some((score, action)) = jailbreak {
                 obj.insert("jailbreak".into(), json!({"score": score, "action": action}));
                 obj.insert("safety_us".into(), json!(safety_us));

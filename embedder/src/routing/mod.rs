@@ -29,6 +29,7 @@ pub struct Routing {
     default_model: String,
     confidence_floor: f32,
     example_similarity: f32,
+    max_unknown_share: f32,
     categories: HashMap<String, Category>,
     examples: Classifier,
     head: Option<Head>,
@@ -52,7 +53,8 @@ pub struct Decision {
     pub model: String,
     pub category: String,
     pub confidence: f32,
-    /// "examples", "head" or "none": what assigned the category.
+    /// "examples", "head", "none", or "unreadable" (the encoder could not read the prompt, so
+    /// nothing was asked and it went to the default model): what assigned the category.
     pub source: &'static str,
     /// Whether the model is asked to reason; `None` when it has no reasoning family.
     pub reasoning: Option<bool>,
@@ -98,7 +100,7 @@ impl Routing {
         for c in config.categories.iter().filter(|c| !c.examples.is_empty()) {
             let mut vectors = Vec::new();
             for example in &c.examples {
-                vectors.push(embedder.embed(example.clone()).await.context("embedding category examples")?);
+                vectors.push(embedder.embed(example.clone()).await.context("embedding category examples")?.vector);
             }
             with_examples.push((c.name.clone(), vectors));
         }
@@ -126,6 +128,7 @@ impl Routing {
             aliases: config.aliases.iter().cloned().collect(),
             default_model: config.default_model.clone(),
             confidence_floor: config.confidence_floor,
+            max_unknown_share: config.max_unknown_share,
             example_similarity: config.example_similarity,
             categories: config.categories.iter().map(|c| (c.name.clone(), c.clone())).collect(),
             examples: Classifier::new(with_examples),
@@ -156,14 +159,31 @@ impl Routing {
     /// Decides for a prompt whose (conversation-aware) embedding is `embedding`; `previous` is
     /// what the conversation's earlier turn decided, if known.
     pub fn decide(&self, embedding: &[f32], previous: Option<&State>) -> Decision {
-        let c = self.categorize(embedding);
+        self.decide_as(self.categorize(embedding), Some(embedding), previous)
+    }
+
+    /// Whether the encoder read enough of a prompt for its embedding to be routed on
+    /// (`routing.max_unknown_share`); otherwise [`Self::decide_unreadable`].
+    pub fn can_read(&self, reading: &crate::model::Reading) -> bool {
+        !reading.unreadable(self.max_unknown_share)
+    }
+
+    /// The decision for a prompt the encoder mostly could not read ([`crate::model::Reading`]):
+    /// its embedding says next to nothing, so no head is asked and it goes to the default model,
+    /// in the default category, with source "unreadable".
+    pub fn decide_unreadable(&self, previous: Option<&State>) -> Decision {
+        let c = Categorized { name: DEFAULT_CATEGORY.into(), confidence: 0.0, source: "unreadable", confident: false, scores: Vec::new() };
+        self.decide_as(c, None, previous)
+    }
+
+    fn decide_as(&self, c: Categorized, embedding: Option<&[f32]>, previous: Option<&State>) -> Decision {
         let category = self.categories.get(&c.name).filter(|_| c.confident);
         let best = category.and_then(Category::best);
         let (wanted, best_reasoning) = best.map_or((self.default_model.as_str(), false), |(m, r)| (m, r));
         let mut model = wanted.to_string();
 
         let mut small_model_success = None;
-        if let Some(ca) = self.cost_aware.as_ref().filter(|ca| ca.config.large_model == model) {
+        if let (Some(ca), Some(embedding)) = (self.cost_aware.as_ref().filter(|ca| ca.config.large_model == model), embedding) {
             let p = ca.head.predict(embedding).get(ca.success).copied().unwrap_or(0.0);
             small_model_success = Some(p);
             if p >= ca.config.bar {

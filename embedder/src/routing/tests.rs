@@ -31,7 +31,7 @@ impl Encoder for Axes {
         3
     }
     fn tokenizer(&self) -> crate::model::Tokenizer {
-        std::sync::Arc::new(|t: &str| Ok(t.bytes().map(u32::from).collect()))
+        crate::model::byte_tokenizer()
     }
     fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
         Ok(batch.iter().map(|ids| axis(&ids.iter().map(|&b| b as u8 as char).collect::<String>())).collect())
@@ -101,6 +101,15 @@ async fn head_category_picks_the_best_scored_model_and_its_reasoning() {
     let d = r.decide(&axis("the war"), None);
     assert_eq!((d.model.as_str(), d.category.as_str()), ("general", "history"));
     assert_eq!(d.body_patch, Some(json!({"reasoning_effort": "low"})), "history does not reason");
+}
+
+#[tokio::test]
+async fn an_unreadable_prompt_goes_to_the_default_model_without_asking_a_head() {
+    let r = routing("").await;
+    let d = r.decide_unreadable(None);
+    assert_eq!((d.model.as_str(), d.category.as_str(), d.source), ("general", DEFAULT_CATEGORY, "unreadable"));
+    assert_eq!((d.confidence, d.reasoning), (0.0, Some(false)));
+    assert!(d.scores.is_empty() && d.small_model_success.is_none());
 }
 
 #[tokio::test]

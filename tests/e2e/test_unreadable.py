@@ -1,0 +1,109 @@
+"""Prompts the encoder cannot read, or not all of: the semantic cache never answers them.
+
+MiniLM's vocabulary lacks most Chinese characters, kana, hangul and emoji: 秦朝是哪一年建立的 and
+唐朝是哪一年建立的 both become "[UNK] 朝 [UNK] [UNK] 一 年 [UNK] 立 的 ？" and embed identically. And
+it reads only the first 256 tokens, so a long document with another question at its end embeds
+like the first. Each second question below must miss and reach a model; an identical repeat is
+still an exact hit."""
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+
+import pytest
+
+# (cached, asked, whether the encoder could read so little of the first that it is routed to
+# the default model: routing.max_unknown_share is 0.2, the cache's 0).
+PAIRS = [
+    # The four pairs of the bug report (similarity 1.0000, 1.0000, 0.9943 and 0.9635 before).
+    ("秦朝是哪一年建立的？", "唐朝是哪一年建立的？", True),
+    ("我应该如何治疗感冒？", "我应该如何治疗失眠？", True),
+    ("猫为什么喜欢睡觉？", "狗为什么喜欢啃骨头？", True),
+    ("北京是哪个国家的首都？", "东京是哪个国家的首都？", True),
+    # Japanese, kanji and kana: MiniLM knows more of these (unknown shares 0.06 and 0.14).
+    ("富士山の高さはどれくらいですか？", "東京タワーの高さはどれくらいですか？", False),
+    ("すしの作り方を教えてください", "てんぷらの作り方を教えてください", False),
+    # Emoji only.
+    ("🐱🍣❓", "🐶🍕❓", True),
+    ("🎂🎉", "🎂🎉🎉", True),
+    # The same question reworded: the guard lets it pass, the encoder cannot vouch for it.
+    ("秦朝是哪一年建立的？", "秦朝哪年建立？", True),
+]
+
+DOC = " ".join(f"Section {i}: the quarterly report describes revenue, costs, hiring and the outlook for the region."
+               for i in range(18))  # ~280 words, ~310 tokens: past the encoder's 256-token window
+
+
+def lookups(vane, result: str) -> int:
+    pattern = rf'^vane_cache_lookups_total\{{[^}}]*result="{result}"[^}}]*tier="semantic"[^}}]*\}} (\d+)|' \
+              rf'^vane_cache_lookups_total\{{[^}}]*tier="semantic"[^}}]*result="{result}"[^}}]*\}} (\d+)'
+    return sum(int(a or b) for a, b in re.findall(pattern, vane.get_metrics_text(), re.M))
+
+
+def guard_rejections(vane, reason: str) -> int:
+    m = re.search(rf'^vane_cache_guard_rejections_total\{{reason="{reason}"\}} (\d+)', vane.get_metrics_text(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+@pytest.mark.parametrize("cached, asked, unreadable", PAIRS)
+def test_a_second_question_the_encoder_cannot_read_is_not_served_the_first_answer(vane, cached, asked, unreadable):
+    first = vane.chat_stored(cached)
+    if unreadable:  # not a head's guess from [UNK] tokens
+        assert (first.header("x-vane-category"), first.header("x-vane-model")) == ("default", "general-model"), first
+
+    second = vane.chat(asked)
+    assert second.status == 200 and second.cache == "miss", second
+    assert second.header("x-mock-upstream") is not None, second
+    assert asked in second.content, second  # the upstream answered this question
+
+    repeat = vane.chat(cached)
+    assert repeat.cache == "hit" and float(repeat.header("x-vane-similarity")) == 1.0, repeat
+    assert repeat.body == first.body
+    assert vane.upstream_count() == 2
+
+
+def test_the_miss_is_counted_with_its_reason(vane):
+    vane.chat_stored("秦朝是哪一年建立的？")
+    skipped = lookups(vane, "unknown_tokens")
+    assert vane.chat("唐朝是哪一年建立的？").cache == "miss"
+    assert lookups(vane, "unknown_tokens") == skipped + 1
+
+
+def test_readable_cjk_prompts_that_differ_in_characters_are_refused_by_the_guard(vane):
+    # Every token of both is in MiniLM's vocabulary: the embedding is trusted, the guard is not fooled.
+    vane.chat_stored("東京タワーの高さはどれくらいですか？")
+    refused = guard_rejections(vane, "cjk")
+    r = vane.chat("京都タワーの高さはどれくらいですか？")
+    assert r.cache == "miss" and r.header("x-mock-upstream") is not None, r
+    assert guard_rejections(vane, "cjk") == refused + 1
+
+
+def test_a_readable_prompt_still_gets_semantic_hits(vane):
+    vane.chat_stored("Who was the first emperor of Rome?")
+    assert vane.chat("Who was Rome's first emperor?").cache == "hit"
+
+
+def test_a_long_document_with_another_question_at_its_end_is_a_miss(vane):
+    skipped = lookups(vane, "truncated")
+    first = vane.chat_stored(f"{DOC}\nSummarise the outlook in one sentence.")
+    second = vane.chat(f"{DOC}\nList every cost mentioned.")
+    assert second.status == 200 and second.cache == "miss", second
+    assert "List every cost mentioned." in second.content, second
+    assert lookups(vane, "truncated") == skipped + 2  # the first (a miss) and the second
+    repeat = vane.chat(f"{DOC}\nSummarise the outlook in one sentence.")
+    assert repeat.cache == "hit" and repeat.body == first.body, repeat
+
+
+def test_classify_reports_what_the_encoder_read(vane):
+    body = json.dumps({"texts": ["秦朝是哪一年建立的？", "What is the integral of x squared?"]}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{vane.stack.admin_port}/v1/classify", body,
+                                 {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        chinese, english = json.load(r)["results"]
+    assert chinese["reading"]["semantic_cache"] == "unknown_tokens", chinese
+    assert chinese["reading"]["unknown_share"] > 0.3, chinese
+    assert (chinese["category"], chinese["source"], chinese["model"]) == ("default", "unreadable", "general-model"), chinese
+    assert english["reading"] == {"tokens": english["reading"]["tokens"], "unknown_tokens": 0, "unknown_share": 0.0,
+                                  "truncated": False, "semantic_cache": "eligible"}, english
+    assert english["category"] == "math", english
