@@ -64,7 +64,8 @@ class Stack:
                  envoy_port: int | None = None, sidecar_port: int | None = None, admin_port: int | None = None,
                  filter_config: dict | None = None, sidecar_config: Path | None = None, upstream_delay: float = 0.0,
                  profile: str = "debug", buffer_limit: int = 8 << 20, log_dir: Path | None = None,
-                 plain_port: int | None = None):
+                 plain_port: int | None = None, request_headers_timeout: float = 10,
+                 request_timeout: float = 60, stream_idle_timeout: float = 300):
         self.models = dict(models or DEFAULT_MODELS)
         self.default_model = default_model
         self.envoy_port = envoy_port or free_port()
@@ -77,6 +78,9 @@ class Stack:
         self.buffer_limit = buffer_limit
         # A second listener without the filter, to the default model: the baseline in benchmarks.
         self.plain_port = plain_port
+        # Envoy's slow-client bounds (seconds): the template's defaults, shorter in their tests.
+        self.timeouts = {"REQUEST_HEADERS_TIMEOUT": request_headers_timeout, "REQUEST_TIMEOUT": request_timeout,
+                         "STREAM_IDLE_TIMEOUT": stream_idle_timeout}
         self.embedder_bin = Path(os.environ.get("VANE_EMBEDDER", ROOT / "target" / profile / "vane-embedder"))
         self.wasm = Path(os.environ.get("VANE_WASM", ROOT / "target" / "wasm32-wasip1" / "wasm" / "vane_filter.wasm"))
         self.dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="vane-stack-"))
@@ -161,7 +165,7 @@ class Stack:
             ENVOY_PORT=self.envoy_port, ENVOY_ADMIN_PORT=self.envoy_admin_port, SIDECAR_PORT=self.sidecar_port,
             BUFFER_LIMIT=self.buffer_limit, WASM=self.wasm, FILTER_CONFIG=json.dumps(self.filter_config),
             DEFAULT_CLUSTER=f"model_{self.default_model}", ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters),
-            PLAIN_LISTENER=plain)
+            PLAIN_LISTENER=plain, **{k: f"{v}s" for k, v in self.timeouts.items()})
         path = self.dir / "envoy.yaml"
         path.write_text(text)
         return path

@@ -83,11 +83,37 @@ impl Config {
         if errors.is_empty() { Ok(config) } else { Err(errors.join("; ")) }
     }
 
-    /// Whether the filter handles requests to `path` (the query string is ignored).
+    /// Whether the filter handles requests to `path` (the query string is ignored). The path is
+    /// compared as an upstream router would read it, percent-decoded and with repeated slashes
+    /// merged: Starlette (vLLM) serves `/v1/chat/%63ompletions` and `/v1/chat%2Fcompletions` as
+    /// the chat route. Envoy's `normalize_path` and escaped-slash settings already hand the
+    /// filter canonical paths; this keeps a configuration without them from being a way around.
     pub fn handles_path(&self, path: &str) -> bool {
-        let path = path.split('?').next().unwrap_or(path);
-        self.paths.iter().any(|p| p == path)
+        let path = canonical_path(path);
+        self.paths.contains(&path)
     }
+}
+
+/// `path` without its query, percent-decoded once, with runs of `/` merged into one.
+fn canonical_path(path: &str) -> String {
+    let raw = path.split('?').next().unwrap_or(path).as_bytes();
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        match (b, hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    decoded.dedup_by(|a, b| *a == b'/' && *b == b'/');
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]
@@ -133,5 +159,16 @@ mod tests {
         assert!(c.handles_path("/v1/chat/completions?x=1"));
         assert!(!c.handles_path("/v1/completions"));
         assert!(!c.handles_path("/v1/chat/completions/extra"));
+    }
+
+    #[test]
+    fn paths_match_as_an_upstream_decodes_them() {
+        let c = Config::default();
+        for encoded in ["/v1/chat/%63ompletions", "/v1/chat%2Fcompletions", "/v1/chat%2fcompletions", "//v1//chat/completions", "/v1/%63hat/completions?x=%2F"] {
+            assert!(c.handles_path(encoded), "{encoded}");
+        }
+        for other in ["/v1/chat/%2563ompletions", "/v1/chat/completions%2F", "/v1/chat/completions%", "/v1/chat/complet%zzions", "/v1/chat/%ff"] {
+            assert!(!c.handles_path(other), "{other}");
+        }
     }
 }

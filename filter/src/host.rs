@@ -16,6 +16,7 @@ use vane_proto::v1::{CacheControl, RouteDecision, RouteRequest, StoreRequest};
 
 use crate::config::Config;
 use crate::decision::{self, LocalReply, Outcome};
+use crate::headers::OWN_REQUEST_HEADERS;
 use crate::request::{BadRequest, ChatRequest};
 use crate::tenant::tenant_of;
 
@@ -120,9 +121,6 @@ fn header(map: MapType, name: &str) -> Option<String> {
     header_bytes(map, name).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-/// Request headers only the filter may set: Envoy routes on them.
-const OWN_HEADERS: [&str; 7] = ["x-vane-model", "x-vane-category", "x-vane-confidence", "x-vane-reasoning", "x-vane-pii", "x-vane-jailbreak", "x-vane-fallback"];
-
 fn set_header(map: MapType, name: &str, value: &str) {
     if hostcalls::set_map_value(map, name, Some(value)).is_err() {
         warn!("vane: cannot set header {name}");
@@ -167,9 +165,20 @@ impl Stream {
         }
     }
 
-    fn route(&mut self, facts: Facts, body_size: usize) -> Action {
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
-        let req = match ChatRequest::parse(&body) {
+    /// The whole request body is buffered: check its size, parse it, ask the sidecar.
+    fn route_buffered(&mut self) -> Action {
+        let State::Buffering(facts) = std::mem::replace(&mut self.state, State::PassThrough) else {
+            return Action::Continue;
+        };
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        if body.len() > self.config.max_body_bytes {
+            return self.reply(decision::too_large(self.config.max_body_bytes));
+        }
+        self.route(facts, &body)
+    }
+
+    fn route(&mut self, facts: Facts, body: &[u8]) -> Action {
+        let req = match ChatRequest::parse(body) {
             Ok(req) => req,
             Err(e) => return self.reply(decision::bad_request(&e)),
         };
@@ -230,10 +239,18 @@ impl Context for Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let req = MapType::HttpRequestHeaders;
+        // On every request, handled or not: a client must not pick the upstream cluster (Envoy
+        // routes on x-vane-model) or forge a verdict by sending our headers itself.
+        for name in OWN_REQUEST_HEADERS {
+            if hostcalls::set_map_value(req, name, None).is_err() {
+                warn!("vane: cannot remove header {name}");
+            }
+        }
+        // Whatever its content-type: a chat body that is not JSON gets 400 rather than reaching
+        // a model unjudged (upstreams such as vLLM read the body as JSON regardless).
         let is_post = header(req, ":method").as_deref() == Some("POST");
         let ours = is_post && header(req, ":path").is_some_and(|p| self.config.handles_path(&p));
-        let json = header(req, "content-type").is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
-        if !ours || !json {
+        if !ours {
             return Action::Continue;
         }
         if end_of_stream {
@@ -242,12 +259,6 @@ impl HttpContext for Stream {
         let too_long = header(req, "content-length").and_then(|l| l.trim().parse::<usize>().ok()).is_some_and(|l| l > self.config.max_body_bytes);
         if too_long {
             return self.reply(decision::too_large(self.config.max_body_bytes));
-        }
-        // A client must not pick the upstream cluster by sending our routing headers itself.
-        for name in OWN_HEADERS {
-            if hostcalls::set_map_value(req, name, None).is_err() {
-                warn!("vane: cannot remove header {name}");
-            }
         }
         let trusted = self.config.tenant_header.as_deref().and_then(|h| header_bytes(req, h));
         let cache_control = match header(req, "x-vane-cache-control").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
@@ -274,10 +285,16 @@ impl HttpContext for Stream {
         if !end_of_stream {
             return Action::Pause; // Envoy keeps buffering; we look once the body is whole.
         }
-        let State::Buffering(facts) = std::mem::replace(&mut self.state, State::PassThrough) else {
+        self.route_buffered()
+    }
+
+    /// A request with trailers (gRPC-style HTTP/2 clients) ends here, not with an end_of_stream
+    /// body callback: route it now, or it would go upstream unjudged.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if !matches!(self.state, State::Buffering(_)) {
             return Action::Continue;
-        };
-        self.route(facts, body_size)
+        }
+        self.route_buffered()
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
