@@ -16,9 +16,9 @@ use vane_proto::v1::{CacheControl, RouteDecision, RouteRequest, StoreRequest};
 
 use crate::config::Config;
 use crate::decision::{self, LocalReply, Outcome};
-use crate::headers::OWN_REQUEST_HEADERS;
+use crate::headers::{OWN_REQUEST_HEADERS, decode_pairs};
 use crate::request::{BadRequest, ChatRequest};
-use crate::tenant::tenant_of;
+use crate::tenant;
 
 /// Encoded `Store` calls waiting for the root context's next tick. Stores are sent from the
 /// root context because a call made by a stream's context is cancelled when the stream ends,
@@ -114,6 +114,26 @@ struct Stream {
 /// A header value as raw bytes (the SDK's string getter panics on non-UTF-8 values).
 fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(map, name).ok().flatten()
+}
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+}
+
+/// Every request header, duplicates included, serialized (see `headers::decode_pairs`). The
+/// SDK's `get_map_bytes` panics on a name that is not UTF-8, so this asks the host itself.
+fn request_header_map() -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on success the host hands over a buffer of `size` bytes that it allocated through
+    // the SDK's `proxy_on_memory_allocate` (a boxed slice); we take ownership, as the SDK does.
+    let status = unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size) };
+    match status {
+        0 if data.is_null() => Some(Vec::new()),
+        0 => Some(unsafe { Vec::from_raw_parts(data, size, size) }),
+        _ => None,
+    }
 }
 
 /// A header value as text, for values we only compare or log.
@@ -260,17 +280,20 @@ impl HttpContext for Stream {
         if too_long {
             return self.reply(decision::too_large(self.config.max_body_bytes));
         }
-        let trusted = self.config.tenant_header.as_deref().and_then(|h| header_bytes(req, h));
-        let cache_control = match header(req, "x-vane-cache-control").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-            Some("no-store") => CacheControl::NoStore,
-            Some("no-cache") => CacheControl::NoCache,
-            _ => CacheControl::Default,
+        let map = request_header_map();
+        let pairs = map.as_deref().and_then(decode_pairs);
+        let tenant = match pairs.as_deref().map(|p| tenant::identify(&self.config, p)) {
+            Some(Ok(tenant)) => tenant,
+            Some(Err(e)) => return self.reply(decision::bad_request(&e)),
+            None => {
+                warn!("vane: unreadable request headers; the request is treated as anonymous");
+                String::new()
+            }
         };
-        self.state = State::Buffering(Facts {
-            request_id: header(req, "x-request-id").unwrap_or_default(),
-            tenant: tenant_of(trusted, header_bytes(req, "authorization"), header_bytes(req, "api-key")),
-            cache_control,
-        });
+        // Unreadable headers: no tenant is known, so no cache either way.
+        let anonymous_cache = self.config.anonymous_cache && pairs.is_some();
+        let cache_control = tenant::cache_control(header_bytes(req, "x-vane-cache-control").as_deref(), &tenant, anonymous_cache);
+        self.state = State::Buffering(Facts { request_id: header(req, "x-request-id").unwrap_or_default(), tenant, cache_control });
         // Hold the headers too: the route is picked from headers we set after the decision.
         Action::Pause
     }

@@ -3,7 +3,7 @@
 //! Everything but [`host`] is plain Rust with no proxy-wasm dependency, unit-tested natively:
 //! [`config`] (the plugin configuration), [`request`] (parsing a chat request),
 //! [`decision`] (decision → what to do), [`headers`] (what may become a header), [`openai`]
-//! (error bodies, SSE replay), [`tenant`].
+//! (error bodies, SSE replay), [`tenant`] (who is asking), [`url`].
 
 pub mod config;
 pub mod decision;
@@ -11,6 +11,7 @@ pub mod headers;
 pub mod openai;
 pub mod request;
 pub mod tenant;
+pub mod url;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

@@ -20,7 +20,8 @@ import h2.connection
 import h2.events
 import pytest
 
-from helpers import CHAT, chat_body, http_request, routed_to_math
+from conftest import _handle, running_stack
+from helpers import CHAT, JwtIssuer, chat_body, http_request, routed_to_math
 
 MATH = "Solve 2x + 5 = 17 for x."
 GENERAL = "Who was the first emperor of Rome?"
@@ -194,3 +195,104 @@ def test_http2_requests_are_routed_and_judged_with_or_without_trailers(vane, tra
                                 trailers)
     assert status == 403 and json.loads(body)["error"]["code"] == "jailbreak_detected", (status, got, body)
     assert vane.upstream_count() == 1
+
+
+# ---- 3. tenants from every credential, and a tenant header a client cannot set ------------------
+
+TENANT_HEADER = "x-vane-tenant"
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    return JwtIssuer()
+
+
+@pytest.fixture(scope="module")
+def tenant_stack(issuer, tmp_path_factory):
+    """The filter trusts x-vane-tenant, which Envoy sets only from a verified JWT's `tenant`
+    claim; credentials also come from a `session` cookie."""
+    config = {"tenant_header": TENANT_HEADER,
+              "credentials": [{"header": "authorization"}, {"header": "api-key"}, {"header": "x-api-key"},
+                              {"query": "key"}, {"cookie": "session"}]}
+    with running_stack(filter_config=config, jwt=issuer.stack_jwt(), log_dir=tmp_path_factory.mktemp("stack")) as s:
+        yield s
+
+
+@pytest.fixture
+def tenants(tenant_stack, request):
+    v = _handle(tenant_stack, request)
+    yield v
+    v.assert_no_crash()
+
+
+def assert_miss(r):
+    assert r.status == 200 and r.cache == "miss", r
+
+
+# (how to send a credential: extra headers, path) for a credential value
+FORMS = {
+    "x_api_key": lambda key: ([("x-api-key", key)], CHAT),
+    "api_key": lambda key: ([("api-key", key)], CHAT),
+    "query_key": lambda key: ([], f"{CHAT}?key={key}"),
+}
+
+
+@pytest.mark.parametrize("form", FORMS, ids=list(FORMS))
+def test_every_credential_form_is_a_tenant_of_its_own(vane, form):
+    user_a, user_b = FORMS[form](vane.api_key + "-a"), FORMS[form](vane.api_key + "-b")
+    first = vane.chat_stored(GENERAL, headers=user_a[0], path=user_a[1], auth=False)
+    assert_miss(vane.post(chat_body(GENERAL), user_b[0], path=user_b[1], auth=False))
+    r = vane.post(chat_body(GENERAL), user_a[0], path=user_a[1], auth=False)
+    assert r.cache == "hit" and r.body == first.body, r
+    assert len(vane.upstream_requests("general-model")) == 2
+
+
+def test_a_configured_cookie_is_a_tenant_of_its_own(tenants):
+    cookie = lambda sid: [("cookie", f"theme=dark; session={sid}")]  # noqa: E731
+    first = tenants.chat_stored(GENERAL, headers=cookie(tenants.api_key + "-a"), auth=False)
+    assert_miss(tenants.post(chat_body(GENERAL), cookie(tenants.api_key + "-b"), auth=False))
+    r = tenants.post(chat_body(GENERAL), cookie(tenants.api_key + "-a"), auth=False)
+    assert r.cache == "hit" and r.body == first.body, r
+
+
+def test_requests_without_a_credential_share_nothing(vane):
+    for _ in range(2):
+        r = vane.chat(GENERAL, auth=False)
+        assert r.status == 200 and r.cache == "bypass", r  # neither read nor written
+    time.sleep(0.2)  # a wrong cache write would have landed by now
+    r = vane.chat(GENERAL, auth=False)
+    assert r.status == 200 and r.cache == "bypass", r
+    assert len(vane.upstream_requests("general-model")) == 3
+
+
+def test_a_client_cannot_choose_its_tenant(tenants, issuer):
+    alice = issuer.token(sub="alice", tenant="acme")
+    first = tenants.chat_stored(GENERAL, api_key=alice)  # authorization: Bearer <JWT>
+    bob = issuer.token(sub="bob", tenant="acme")  # another token of the same tenant: its cache
+    r = tenants.chat(GENERAL, api_key=bob)
+    assert r.cache == "hit" and r.body == first.body, r
+
+    mallory = issuer.token(sub="mallory", tenant="globex")
+    for attempt in (
+        {"auth": False, "headers": [(TENANT_HEADER, "acme")]},  # no credential at all
+        {"auth": False, "headers": [(TENANT_HEADER, "acme"), (TENANT_HEADER, "acme")]},
+        {"auth": False, "headers": [("x-api-key", "sk-mallory"), (TENANT_HEADER, "acme")]},
+        {"api_key": mallory, "headers": [(TENANT_HEADER, "acme")]},  # a valid JWT of another tenant
+    ):
+        r = tenants.chat(GENERAL, **attempt)
+        assert r.status == 200 and r.cache in ("miss", "bypass"), (attempt, r)
+    forged = JwtIssuer().token(sub="mallory", tenant="acme")  # signed by a key Envoy does not trust
+    r = tenants.chat(GENERAL, api_key=forged)
+    assert r.status == 401 and r.header("x-mock-upstream") is None, r
+    assert len(tenants.upstream_requests("general-model")) == 5
+
+
+def test_a_client_sent_tenant_header_is_stripped_even_without_jwt(make_stack):
+    # The filter trusts x-vane-tenant, but nothing in this Envoy sets it: a client's copy must
+    # never count (Envoy's strip_tenant_header filter), so the credential names the tenant.
+    v = make_stack(filter_config={"tenant_header": TENANT_HEADER})
+    claim = [(TENANT_HEADER, "acme")]
+    v.chat_stored(GENERAL, headers=claim, api_key=v.api_key + "-victim")
+    assert_miss(v.chat(GENERAL, headers=claim, api_key=v.api_key + "-mallory"))
+    r = v.chat(GENERAL, headers=[(TENANT_HEADER, "globex")], api_key=v.api_key + "-victim")
+    assert r.cache == "hit", r  # the victim's own credential is its tenant, whatever it claims
