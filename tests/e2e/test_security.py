@@ -12,6 +12,7 @@ through real Envoy, the real sidecar and the mock models:
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 
@@ -296,3 +297,62 @@ def test_a_client_sent_tenant_header_is_stripped_even_without_jwt(make_stack):
     assert_miss(v.chat(GENERAL, headers=claim, api_key=v.api_key + "-mallory"))
     r = v.chat(GENERAL, headers=[(TENANT_HEADER, "globex")], api_key=v.api_key + "-victim")
     assert r.cache == "hit", r  # the victim's own credential is its tenant, whatever it claims
+
+
+# ---- 4. slow clients ------------------------------------------------------------------------------
+
+HEADERS_TIMEOUT, REQUEST_TIMEOUT, IDLE_TIMEOUT = 1.0, 2.0, 5.0
+
+
+@pytest.fixture(scope="module")
+def slow_stack(tmp_path_factory):
+    with running_stack(request_headers_timeout=HEADERS_TIMEOUT, request_timeout=REQUEST_TIMEOUT,
+                       stream_idle_timeout=IDLE_TIMEOUT, log_dir=tmp_path_factory.mktemp("stack")) as s:
+        yield s
+
+
+def trickle_until_closed(port: int, head: bytes, piece: bytes, limit: float = 10.0) -> tuple[float, bytes]:
+    """Sends `head`, then `piece` every 0.2 s until the server closes the connection (or `limit`
+    seconds pass). Returns (seconds until closed, what the server answered)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        start = time.monotonic()
+        s.sendall(head)
+        answer = b""
+        while time.monotonic() - start < limit:
+            try:
+                readable, _, _ = select.select([s], [], [], 0.2)
+                if readable:
+                    data = s.recv(65536)
+                    if not data:
+                        return time.monotonic() - start, answer
+                    answer += data
+                    continue
+                s.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - start, answer
+        raise AssertionError(f"still open after {limit}s (answer so far: {answer!r})")
+
+
+def test_slow_request_headers_are_cut_off(slow_stack):
+    took, answer = trickle_until_closed(slow_stack.envoy_port, f"POST {CHAT} HTTP/1.1\r\nHost: x\r\n".encode(),
+                                        b"x-slow: 1\r\n")
+    assert HEADERS_TIMEOUT * 0.8 <= took <= HEADERS_TIMEOUT + 2, (took, answer)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+
+
+def test_a_slow_request_body_is_cut_off(slow_stack):
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n").encode()
+    took, answer = trickle_until_closed(slow_stack.envoy_port, head, b" ")
+    assert REQUEST_TIMEOUT * 0.8 <= took <= REQUEST_TIMEOUT + 2, (took, answer)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+
+
+def test_answers_slower_than_the_request_timeout_still_arrive(slow_stack, request):
+    v = _handle(slow_stack, request)
+    started = time.monotonic()
+    r = v.chat(GENERAL, headers={"x-mock-delay": str(REQUEST_TIMEOUT + 1)})  # under the idle timeout
+    assert r.status == 200 and r.content, r
+    assert time.monotonic() - started >= REQUEST_TIMEOUT + 1
+    r = v.chat(MATH, stream=True, headers={"x-mock-delay": str(REQUEST_TIMEOUT + 1)})
+    assert r.status == 200 and r.is_sse and r.content, r
