@@ -39,7 +39,9 @@ def questions(n: int) -> list[str]:
 def timed(conn: http.client.HTTPConnection, body: dict, headers: dict | None = None) -> tuple[float, str]:
     payload = json.dumps(body).encode()
     start = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", payload, {"content-type": "application/json", **(headers or {})})
+    # A credential: requests without one are never cached (the filter's anonymous_cache: false).
+    conn.request("POST", "/v1/chat/completions", payload,
+                 {"content-type": "application/json", "authorization": "Bearer sk-bench", **(headers or {})})
     resp = conn.getresponse()
     resp.read()
     took = (time.perf_counter() - start) * 1000

@@ -64,7 +64,8 @@ class Stack:
                  envoy_port: int | None = None, sidecar_port: int | None = None, admin_port: int | None = None,
                  filter_config: dict | None = None, sidecar_config: Path | None = None, upstream_delay: float = 0.0,
                  profile: str = "debug", buffer_limit: int = 8 << 20, log_dir: Path | None = None,
-                 plain_port: int | None = None):
+                 plain_port: int | None = None, request_headers_timeout: float = 10,
+                 request_timeout: float = 60, stream_idle_timeout: float = 300, jwt: dict | None = None):
         self.models = dict(models or DEFAULT_MODELS)
         self.default_model = default_model
         self.envoy_port = envoy_port or free_port()
@@ -72,11 +73,19 @@ class Stack:
         self.sidecar_port = sidecar_port or free_port()
         self.admin_port = admin_port or free_port()
         self.filter_config = {"sidecar_cluster": "vane_sidecar", **(filter_config or {})}
+        # Envoy strips this header from every client request and sets it only from a verified JWT.
+        self.tenant_header = self.filter_config.get("tenant_header", "x-vane-tenant")
+        # {"issuer", "jwks" (a JWKS JSON string), "claim"}: Envoy's jwt_authn verifies bearer JWTs
+        # with these keys and copies the claim into tenant_header (requests without a JWT pass).
+        self.jwt = jwt
         self.sidecar_config = sidecar_config or ROOT / "config" / "vane.yaml"
         self.upstream_delay = upstream_delay
         self.buffer_limit = buffer_limit
         # A second listener without the filter, to the default model: the baseline in benchmarks.
         self.plain_port = plain_port
+        # Envoy's slow-client bounds (seconds): the template's defaults, shorter in their tests.
+        self.timeouts = {"REQUEST_HEADERS_TIMEOUT": request_headers_timeout, "REQUEST_TIMEOUT": request_timeout,
+                         "STREAM_IDLE_TIMEOUT": stream_idle_timeout}
         self.embedder_bin = Path(os.environ.get("VANE_EMBEDDER", ROOT / "target" / profile / "vane-embedder"))
         self.wasm = Path(os.environ.get("VANE_WASM", ROOT / "target" / "wasm32-wasip1" / "wasm" / "vane_filter.wasm"))
         self.dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="vane-stack-"))
@@ -161,10 +170,17 @@ class Stack:
             ENVOY_PORT=self.envoy_port, ENVOY_ADMIN_PORT=self.envoy_admin_port, SIDECAR_PORT=self.sidecar_port,
             BUFFER_LIMIT=self.buffer_limit, WASM=self.wasm, FILTER_CONFIG=json.dumps(self.filter_config),
             DEFAULT_CLUSTER=f"model_{self.default_model}", ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters),
-            PLAIN_LISTENER=plain)
+            PLAIN_LISTENER=plain, TENANT_HEADER=self.tenant_header, JWT_AUTHN=self.render_jwt_authn(),
+            **{k: f"{v}s" for k, v in self.timeouts.items()})
         path = self.dir / "envoy.yaml"
         path.write_text(text)
         return path
+
+    def render_jwt_authn(self) -> str:
+        if not self.jwt:
+            return ""
+        return JWT_AUTHN.substitute(ISSUER=self.jwt["issuer"], JWKS=self.jwt["jwks"], CLAIM=self.jwt["claim"],
+                                    TENANT_HEADER=self.tenant_header)
 
     def start_envoy(self):
         if not self.wasm.exists():
@@ -194,6 +210,25 @@ PLAIN_LISTENER = string.Template("""\
           http_filters:
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+""")
+
+
+# Verifies `authorization: Bearer <JWT>` against a local JWKS and copies one claim into the tenant
+# header (after strip_tenant_header removed the client's). A request without a JWT passes (its
+# tenant is then its credential's); a JWT that fails verification gets 401.
+JWT_AUTHN = string.Template("""\
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                tenant_jwt:
+                  issuer: "$ISSUER"
+                  local_jwks: { inline_string: '$JWKS' }
+                  forward: true
+                  claim_to_headers: [{ header_name: "$TENANT_HEADER", claim_name: "$CLAIM" }]
+              rules:
+              - match: { prefix: "/" }
+                requires: { requires_any: { requirements: [{ provider_name: tenant_jwt }, { allow_missing: {} }] } }
 """)
 
 

@@ -5,6 +5,8 @@
 
 use serde::Deserialize;
 
+use crate::url::percent_decode;
+
 /// What to do when the sidecar cannot answer (down, slow, erroring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -13,6 +15,25 @@ pub enum FailureMode {
     Open,
     /// Answer 503 with an OpenAI-format error.
     Closed,
+}
+
+/// Where a request may carry its credential. In JSON: `{"header": "x-api-key"}`,
+/// `{"query": "key"}`, `{"cookie": "session"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum CredentialSource {
+    /// A request header (the name is matched case-insensitively).
+    Header(String),
+    /// A query-string parameter, e.g. Google-style `?key=`.
+    Query(String),
+    /// A cookie by name.
+    Cookie(String),
+}
+
+/// OpenAI `authorization`, Azure `api-key`, Anthropic `x-api-key`, Google-style `?key=`.
+fn default_credentials() -> Vec<CredentialSource> {
+    use CredentialSource::{Header, Query};
+    vec![Header("authorization".into()), Header("api-key".into()), Header("x-api-key".into()), Query("key".into())]
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -29,9 +50,15 @@ pub struct Config {
     /// Largest response body copied for the cache; larger answers are simply not stored.
     pub max_response_bytes: usize,
     pub failure_mode: FailureMode,
-    /// Header that names the tenant (set by a trusted auth layer). When unset or absent the
-    /// tenant is a hash of the request's credential (`authorization` / `api-key`).
+    /// Header that names the tenant, set by a trusted layer (Envoy must remove the client's
+    /// copy first: see envoy/envoy.yaml.tmpl). Sent more than once, it is a 400. When unset or
+    /// absent the tenant is a hash of the request's credential.
     pub tenant_header: Option<String>,
+    /// Where credentials are looked for, in order; the first one present names the tenant.
+    pub credentials: Vec<CredentialSource>,
+    /// Whether requests with no credential share one cache partition. Off: they are neither
+    /// answered from nor written to the cache (the sidecar gets CACHE_CONTROL_NO_STORE).
+    pub anonymous_cache: bool,
     /// How often queued cache writes are sent to the sidecar.
     pub store_flush_ms: u64,
     /// Cache writes waiting to be sent; beyond this they are dropped (and logged).
@@ -48,6 +75,8 @@ impl Default for Config {
             max_response_bytes: 4 << 20,
             failure_mode: FailureMode::Open,
             tenant_header: None,
+            credentials: default_credentials(),
+            anonymous_cache: false,
             store_flush_ms: 10,
             max_pending_stores: 1024,
         }
@@ -60,7 +89,16 @@ impl Config {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Ok(Config::default());
         }
-        let config: Config = serde_json::from_slice(raw).map_err(|e| format!("configuration: {e}"))?;
+        let mut config: Config = serde_json::from_slice(raw).map_err(|e| format!("configuration: {e}"))?;
+        // Envoy hands the filter lower-case header names.
+        if let Some(h) = config.tenant_header.as_mut() {
+            h.make_ascii_lowercase();
+        }
+        for source in &mut config.credentials {
+            if let CredentialSource::Header(h) = source {
+                h.make_ascii_lowercase();
+            }
+        }
         let mut errors = Vec::new();
         if config.sidecar_cluster.is_empty() {
             errors.push("sidecar_cluster: must not be empty");
@@ -80,14 +118,31 @@ impl Config {
         if config.tenant_header.as_deref().is_some_and(str::is_empty) {
             errors.push("tenant_header: must not be empty when set");
         }
+        let credential_name = |c: &CredentialSource| match c {
+            CredentialSource::Header(n) | CredentialSource::Query(n) | CredentialSource::Cookie(n) => n.is_empty(),
+        };
+        if config.credentials.iter().any(credential_name) {
+            errors.push("credentials: every header, query and cookie name must be non-empty");
+        }
         if errors.is_empty() { Ok(config) } else { Err(errors.join("; ")) }
     }
 
-    /// Whether the filter handles requests to `path` (the query string is ignored).
+    /// Whether the filter handles requests to `path` (the query string is ignored). The path is
+    /// compared as an upstream router would read it, percent-decoded and with repeated slashes
+    /// merged: Starlette (vLLM) serves `/v1/chat/%63ompletions` and `/v1/chat%2Fcompletions` as
+    /// the chat route. Envoy's `normalize_path` and escaped-slash settings already hand the
+    /// filter canonical paths; this keeps a configuration without them from being a way around.
     pub fn handles_path(&self, path: &str) -> bool {
-        let path = path.split('?').next().unwrap_or(path);
-        self.paths.iter().any(|p| p == path)
+        let path = canonical_path(path);
+        self.paths.contains(&path)
     }
+}
+
+/// `path` without its query, percent-decoded once, with runs of `/` merged into one.
+fn canonical_path(path: &str) -> String {
+    let mut decoded = percent_decode(path.split('?').next().unwrap_or(path).as_bytes());
+    decoded.dedup_by(|a, b| *a == b'/' && *b == b'/');
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]
@@ -110,6 +165,18 @@ mod tests {
     }
 
     #[test]
+    fn credential_sources_default_and_override() {
+        use CredentialSource::*;
+        let d = Config::default();
+        assert_eq!(d.credentials, vec![Header("authorization".into()), Header("api-key".into()), Header("x-api-key".into()), Query("key".into())]);
+        assert!(!d.anonymous_cache);
+        let c = Config::from_json(br#"{"credentials": [{"header": "X-Token"}, {"cookie": "sid"}], "anonymous_cache": true, "tenant_header": "X-Tenant"}"#).unwrap();
+        assert_eq!(c.credentials, vec![Header("x-token".into()), Cookie("sid".into())]);
+        assert!(c.anonymous_cache);
+        assert_eq!(c.tenant_header.as_deref(), Some("x-tenant"));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         for (raw, field) in [
             (&br#"{"timeout_ms": 0}"#[..], "timeout_ms"),
@@ -119,6 +186,9 @@ mod tests {
             (br#"{"timeotu_ms": 5}"#, "timeotu_ms"),
             (br#"{"failure_mode": "sometimes"}"#, "sometimes"),
             (br#"{"tenant_header": ""}"#, "tenant_header"),
+            (br#"{"credentials": [{"header": ""}]}"#, "credentials"),
+            (br#"{"credentials": [{"form": "key"}]}"#, "form"),
+            (br#"{"anonymous_cache": "yes"}"#, "boolean"),
             (b"not json", "configuration"),
         ] {
             let err = Config::from_json(raw).unwrap_err();
@@ -133,5 +203,16 @@ mod tests {
         assert!(c.handles_path("/v1/chat/completions?x=1"));
         assert!(!c.handles_path("/v1/completions"));
         assert!(!c.handles_path("/v1/chat/completions/extra"));
+    }
+
+    #[test]
+    fn paths_match_as_an_upstream_decodes_them() {
+        let c = Config::default();
+        for encoded in ["/v1/chat/%63ompletions", "/v1/chat%2Fcompletions", "/v1/chat%2fcompletions", "//v1//chat/completions", "/v1/%63hat/completions?x=%2F"] {
+            assert!(c.handles_path(encoded), "{encoded}");
+        }
+        for other in ["/v1/chat/%2563ompletions", "/v1/chat/completions%2F", "/v1/chat/completions%", "/v1/chat/complet%zzions", "/v1/chat/%ff"] {
+            assert!(!c.handles_path(other), "{other}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::FailureMode;
+use crate::headers::is_valid_value;
 use crate::openai::{completion_to_sse, error_body};
 use crate::request::{BadRequest, ChatRequest};
 use vane_proto::v1::{RouteDecision, route_decision::Action};
@@ -36,7 +37,19 @@ pub enum Outcome {
 }
 
 /// Applies a sidecar decision to a parsed request. `bypass`: the client asked not to use the cache.
+/// A decision carrying a value that cannot be a header (the sidecar echoes names it was given)
+/// is not applied half-way: the request falls back untouched.
 pub fn apply(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
+    let outcome = decide(req, decision, bypass);
+    let headers_ok = |h: &[(&'static str, String)]| h.iter().all(|(_, v)| is_valid_value(v));
+    let valid = match &outcome {
+        Outcome::Reply(r) => headers_ok(&r.headers),
+        Outcome::Forward(f) => headers_ok(&f.request_headers) && headers_ok(&f.response_headers),
+    };
+    if valid { outcome } else { fallback("sidecar_bad_header", FailureMode::Open) }
+}
+
+fn decide(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
     match decision.action {
         Some(Action::Cached(hit)) => {
             let (content_type, body) = if req.stream {
@@ -256,6 +269,22 @@ mod tests {
         assert_eq!(v["error"]["code"], "jailbreak");
         let weird = decision(Action::Block(Block { status: 200, ..Default::default() }));
         assert!(matches!(apply(&req(false), weird, false), Outcome::Reply(r) if r.status == 403));
+    }
+
+    #[test]
+    fn sidecar_values_that_cannot_be_headers_fall_back_untouched() {
+        let evil = "m\r\nSet-Cookie: a=1".to_string();
+        for fwd in [
+            Fwd { model: evil.clone(), ..Default::default() },
+            Fwd { model: "auto".into(), category: evil.clone(), ..Default::default() },
+            Fwd { model: "auto".into(), pii: "redact:\0".into(), ..Default::default() },
+        ] {
+            let Outcome::Forward(f) = apply(&req(false), decision(Action::Forward(fwd)), false) else { panic!() };
+            assert_eq!(f.request_headers, vec![("x-vane-fallback", "sidecar_bad_header".to_string())]);
+            assert!(f.body.is_none() && f.ticket.is_none(), "nothing of the bad decision is applied");
+        }
+        let hit = Cached { completion: COMPLETION.to_vec(), similarity: 1.0, entry_id: "e\n1".into() };
+        assert!(matches!(apply(&req(false), decision(Action::Cached(hit)), false), Outcome::Forward(f) if f.request_headers[0].1 == "sidecar_bad_header"));
     }
 
     #[test]

@@ -16,8 +16,9 @@ use vane_proto::v1::{CacheControl, RouteDecision, RouteRequest, StoreRequest};
 
 use crate::config::Config;
 use crate::decision::{self, LocalReply, Outcome};
+use crate::headers::{OWN_REQUEST_HEADERS, decode_pairs};
 use crate::request::{BadRequest, ChatRequest};
-use crate::tenant::tenant_of;
+use crate::tenant;
 
 /// Encoded `Store` calls waiting for the root context's next tick. Stores are sent from the
 /// root context because a call made by a stream's context is cancelled when the stream ends,
@@ -115,13 +116,30 @@ fn header_bytes(map: MapType, name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(map, name).ok().flatten()
 }
 
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+}
+
+/// Every request header, duplicates included, serialized (see `headers::decode_pairs`). The
+/// SDK's `get_map_bytes` panics on a name that is not UTF-8, so this asks the host itself.
+fn request_header_map() -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on success the host hands over a buffer of `size` bytes that it allocated through
+    // the SDK's `proxy_on_memory_allocate` (a boxed slice); we take ownership, as the SDK does.
+    let status = unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size) };
+    match status {
+        0 if data.is_null() => Some(Vec::new()),
+        0 => Some(unsafe { Vec::from_raw_parts(data, size, size) }),
+        _ => None,
+    }
+}
+
 /// A header value as text, for values we only compare or log.
 fn header(map: MapType, name: &str) -> Option<String> {
     header_bytes(map, name).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
-
-/// Request headers only the filter may set: Envoy routes on them.
-const OWN_HEADERS: [&str; 7] = ["x-vane-model", "x-vane-category", "x-vane-confidence", "x-vane-reasoning", "x-vane-pii", "x-vane-jailbreak", "x-vane-fallback"];
 
 fn set_header(map: MapType, name: &str, value: &str) {
     if hostcalls::set_map_value(map, name, Some(value)).is_err() {
@@ -167,9 +185,20 @@ impl Stream {
         }
     }
 
-    fn route(&mut self, facts: Facts, body_size: usize) -> Action {
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
-        let req = match ChatRequest::parse(&body) {
+    /// The whole request body is buffered: check its size, parse it, ask the sidecar.
+    fn route_buffered(&mut self) -> Action {
+        let State::Buffering(facts) = std::mem::replace(&mut self.state, State::PassThrough) else {
+            return Action::Continue;
+        };
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        if body.len() > self.config.max_body_bytes {
+            return self.reply(decision::too_large(self.config.max_body_bytes));
+        }
+        self.route(facts, &body)
+    }
+
+    fn route(&mut self, facts: Facts, body: &[u8]) -> Action {
+        let req = match ChatRequest::parse(body) {
             Ok(req) => req,
             Err(e) => return self.reply(decision::bad_request(&e)),
         };
@@ -230,10 +259,18 @@ impl Context for Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let req = MapType::HttpRequestHeaders;
+        // On every request, handled or not: a client must not pick the upstream cluster (Envoy
+        // routes on x-vane-model) or forge a verdict by sending our headers itself.
+        for name in OWN_REQUEST_HEADERS {
+            if hostcalls::set_map_value(req, name, None).is_err() {
+                warn!("vane: cannot remove header {name}");
+            }
+        }
+        // Whatever its content-type: a chat body that is not JSON gets 400 rather than reaching
+        // a model unjudged (upstreams such as vLLM read the body as JSON regardless).
         let is_post = header(req, ":method").as_deref() == Some("POST");
         let ours = is_post && header(req, ":path").is_some_and(|p| self.config.handles_path(&p));
-        let json = header(req, "content-type").is_none_or(|ct| ct.to_ascii_lowercase().contains("json"));
-        if !ours || !json {
+        if !ours {
             return Action::Continue;
         }
         if end_of_stream {
@@ -243,23 +280,20 @@ impl HttpContext for Stream {
         if too_long {
             return self.reply(decision::too_large(self.config.max_body_bytes));
         }
-        // A client must not pick the upstream cluster by sending our routing headers itself.
-        for name in OWN_HEADERS {
-            if hostcalls::set_map_value(req, name, None).is_err() {
-                warn!("vane: cannot remove header {name}");
+        let map = request_header_map();
+        let pairs = map.as_deref().and_then(decode_pairs);
+        let tenant = match pairs.as_deref().map(|p| tenant::identify(&self.config, p)) {
+            Some(Ok(tenant)) => tenant,
+            Some(Err(e)) => return self.reply(decision::bad_request(&e)),
+            None => {
+                warn!("vane: unreadable request headers; the request is treated as anonymous");
+                String::new()
             }
-        }
-        let trusted = self.config.tenant_header.as_deref().and_then(|h| header_bytes(req, h));
-        let cache_control = match header(req, "x-vane-cache-control").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-            Some("no-store") => CacheControl::NoStore,
-            Some("no-cache") => CacheControl::NoCache,
-            _ => CacheControl::Default,
         };
-        self.state = State::Buffering(Facts {
-            request_id: header(req, "x-request-id").unwrap_or_default(),
-            tenant: tenant_of(trusted, header_bytes(req, "authorization"), header_bytes(req, "api-key")),
-            cache_control,
-        });
+        // Unreadable headers: no tenant is known, so no cache either way.
+        let anonymous_cache = self.config.anonymous_cache && pairs.is_some();
+        let cache_control = tenant::cache_control(header_bytes(req, "x-vane-cache-control").as_deref(), &tenant, anonymous_cache);
+        self.state = State::Buffering(Facts { request_id: header(req, "x-request-id").unwrap_or_default(), tenant, cache_control });
         // Hold the headers too: the route is picked from headers we set after the decision.
         Action::Pause
     }
@@ -274,10 +308,16 @@ impl HttpContext for Stream {
         if !end_of_stream {
             return Action::Pause; // Envoy keeps buffering; we look once the body is whole.
         }
-        let State::Buffering(facts) = std::mem::replace(&mut self.state, State::PassThrough) else {
+        self.route_buffered()
+    }
+
+    /// A request with trailers (gRPC-style HTTP/2 clients) ends here, not with an end_of_stream
+    /// body callback: route it now, or it would go upstream unjudged.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if !matches!(self.state, State::Buffering(_)) {
             return Action::Continue;
-        };
-        self.route(facts, body_size)
+        }
+        self.route_buffered()
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {

@@ -2,13 +2,16 @@
 //!
 //! Everything but [`host`] is plain Rust with no proxy-wasm dependency, unit-tested natively:
 //! [`config`] (the plugin configuration), [`request`] (parsing a chat request),
-//! [`decision`] (decision → what to do), [`openai`] (error bodies, SSE replay), [`tenant`].
+//! [`decision`] (decision → what to do), [`headers`] (what may become a header), [`openai`]
+//! (error bodies, SSE replay), [`tenant`] (who is asking), [`url`].
 
 pub mod config;
 pub mod decision;
+pub mod headers;
 pub mod openai;
 pub mod request;
 pub mod tenant;
+pub mod url;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

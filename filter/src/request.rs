@@ -8,6 +8,11 @@
 
 use serde_json::{Map, Value};
 
+use crate::headers::is_valid_value;
+
+/// Longest model name accepted; it travels in a header, and real names are far shorter.
+pub const MAX_MODEL_LEN: usize = 256;
+
 /// Top-level fields that never change the content of the answer.
 const NOT_CONTEXT: [&str; 4] = ["model", "stream", "stream_options", "user"];
 
@@ -51,6 +56,13 @@ impl ChatRequest {
             return Err(bad("The request body must be a JSON object.", None));
         };
         let model = match body.get("model") {
+            Some(Value::String(m)) if m.len() > MAX_MODEL_LEN || !is_valid_value(m) => {
+                // The name becomes the x-vane-model header: CR/LF would split the response.
+                return Err(bad(
+                    format!("'model' must be a model name of at most {MAX_MODEL_LEN} bytes without control characters or surrounding spaces."),
+                    Some("model"),
+                ));
+            }
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             Some(_) => return Err(bad("'model' must be a non-empty string.", Some("model"))),
             None => return Err(bad("You must provide a model parameter.", Some("model"))),
@@ -223,6 +235,9 @@ mod tests {
             ("[1,2]", "JSON object"),
             (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
             (r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            ("{\"model\":\"x\\r\\nSet-Cookie: a=1\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "control characters"),
+            ("{\"model\":\"a\\u0000b\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "control characters"),
+            ("{\"model\":\"a\\u007f\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "control characters"),
             (r#"{"model":"m"}"#, "messages"),
             (r#"{"model":"m","messages":[]}"#, "must not be empty"),
             (r#"{"model":"m","messages":"hi"}"#, "array"),
@@ -235,6 +250,16 @@ mod tests {
             let err = parse(body).unwrap_err();
             assert!(err.message.contains(needle), "{body:?}: {err:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_model_name_that_cannot_be_a_header_is_refused() {
+        let body = |model: &str| serde_json::json!({"model": model, "messages": [{"role": "user", "content": "x"}]}).to_string();
+        for model in ["x\r\nSet-Cookie: a=1", "x\r\n\r\nHTTP/1.1 200 OK", "a\0b", "a\u{7f}", " auto", &"m".repeat(MAX_MODEL_LEN + 1)] {
+            let err = parse(&body(model)).unwrap_err();
+            assert_eq!(err.param, Some("model"), "{model:?}");
+        }
+        assert_eq!(parse(&body(&"m".repeat(MAX_MODEL_LEN))).unwrap().model.len(), MAX_MODEL_LEN);
     }
 
     #[test]

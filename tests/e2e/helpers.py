@@ -7,6 +7,7 @@ status, headers and body that came back.
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
@@ -249,7 +250,7 @@ class Vane:
 
     # -- waiting for the cache --
     def probe(self, body: dict, *, api_key: str | bytes | None = None, auth: bool = True,
-              headers: dict | list | None = None) -> Reply:
+              headers: dict | list | None = None, path: str = CHAT) -> Reply:
         """Asks whether ``body`` is answered from the cache, without disturbing the test: the
         probe is marked (the upstream records leave it out) and, should it miss, the upstream
         answers it with an error (``x-mock-status``), which is never cached."""
@@ -257,7 +258,7 @@ class Vane:
         extra = [(k, v) for k, v in (headers.items() if isinstance(headers, dict) else headers or [])
                  if k.lower() not in ("x-vane-cache-control", "x-mock-status", "x-mock-truncate")]
         return self.post(body, extra + [(PROBE, "1"), ("x-mock-status", "503")],
-                         api_key=api_key, auth=auth)
+                         api_key=api_key, auth=auth, path=path)
 
     def wait_cached(self, body: dict, timeout: float = 3.0, **kw) -> Reply:
         """Waits until ``body`` (same tenant, same everything) is a cache hit; returns the hit.
@@ -288,12 +289,13 @@ class Vane:
             time.sleep(0.05)
 
     def chat_stored(self, prompt: str, *, headers: dict | list | None = None,
-                    api_key: str | bytes | None = None, auth: bool = True, **body_kw) -> Reply:
+                    api_key: str | bytes | None = None, auth: bool = True, path: str = CHAT,
+                    **body_kw) -> Reply:
         """A chat request that must miss; returns once its answer is in the cache."""
         body = chat_body(prompt, **body_kw)
-        r = self.post(body, headers, api_key=api_key, auth=auth)
+        r = self.post(body, headers, api_key=api_key, auth=auth, path=path)
         assert r.status == 200 and r.cache == "miss", r
-        self.wait_cached(body, api_key=api_key, auth=auth, headers=headers)
+        self.wait_cached(body, api_key=api_key, auth=auth, headers=headers, path=path)
         return r
 
     def get_metrics_text(self) -> str:
@@ -324,3 +326,38 @@ class Vane:
     def assert_no_crash(self) -> None:
         new = self.crash_lines()[self._crash_mark:]
         assert not new, "the wasm VM or the sidecar crashed:\n" + "\n".join(new)
+
+
+# ---- JWTs for the tenant tests ------------------------------------------------------------------
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class JwtIssuer:
+    """An identity provider made for one test: a fresh RSA keypair, the JWKS Envoy's jwt_authn
+    verifies with (``stack_jwt()`` is Stack's ``jwt`` argument), and RS256 tokens signed by it."""
+
+    def __init__(self, issuer: str = "https://issuer.vane.test", kid: str = "e2e"):
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        self.issuer, self.kid = issuer, kid
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    @property
+    def jwks(self) -> str:
+        numbers = self.key.public_key().public_numbers()
+        as_b64 = lambda n: b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))  # noqa: E731
+        return json.dumps({"keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid,
+                                     "n": as_b64(numbers.n), "e": as_b64(numbers.e)}]})
+
+    def token(self, **claims) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
+        payload = {"iss": self.issuer, "iat": int(time.time()), "exp": int(time.time()) + 3600, **claims}
+        signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
+        signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{b64url(signature)}"
+
+    def stack_jwt(self, claim: str = "tenant") -> dict:
+        return {"issuer": self.issuer, "jwks": self.jwks, "claim": claim}

@@ -66,7 +66,8 @@ def test_no_hit_across_tenants(vane):
 
     r = vane.chat(PROMPT, api_key=key_b)
     assert_miss(r)
-    assert_miss(vane.chat(PROMPT, auth=False))  # anonymous: a partition of its own
+    r = vane.chat(PROMPT, auth=False)  # anonymous: no cache at all (test_security.py)
+    assert r.status == 200 and r.cache == "bypass", r
     r = vane.chat(PROMPT, headers={"api-key": key_a}, auth=False)  # key under another header...
     assert_miss(r)  # ...is another credential string ("Bearer x" != "x")
     assert len(vane.upstream_requests("general-model")) == 4
@@ -84,13 +85,5 @@ def test_same_key_in_api_key_header_is_the_same_tenant(vane):
     assert r.body == first.body
 
 
-def test_trusted_tenant_header_replaces_the_credential(make_stack):
-    v = make_stack(filter_config={"tenant_header": "x-tenant"})
-    first = v.chat_stored(PROMPT, headers={"x-tenant": "acme"}, api_key="sk-one")
-    r = v.chat(PROMPT, headers={"x-tenant": "acme"}, api_key="sk-two")  # same tenant, other key
-    assert r.cache == "hit" and r.body == first.body, r
-    r = v.chat(PROMPT, headers={"x-tenant": "globex"}, api_key="sk-one")  # other tenant, same key
-    assert_miss(r)
-    r = v.chat(PROMPT, api_key="sk-one")  # header absent: the credential's tenant
-    assert_miss(r)
-    assert len(v.upstream_requests("general-model")) == 3
+# A trusted tenant header set from a verified JWT, and clients that try to set it themselves:
+# test_security.py::test_a_client_cannot_choose_its_tenant.
