@@ -39,20 +39,22 @@ fn status_of(e: EmbedError) -> Status {
 
 /// A Route over the cap: refused before any work (the prompt would be embedded, kept in a
 /// ticket and perhaps cached).
-fn check_route_size(req: &RouteRequest, max: usize) -> Result<(), Status> {
+fn oversized(req: &RouteRequest, max: usize) -> Option<Status> {
     let size = req.prompt.len() + req.context.len();
     if size <= max {
-        return Ok(());
+        return None;
     }
     info!(request_id = %req.request_id, size, max, "route refused: too large");
-    Err(Status::out_of_range(format!("prompt and context are {size} bytes; this sidecar routes at most {max} (server.max_route_bytes)")))
+    Some(Status::out_of_range(format!("prompt and context are {size} bytes; this sidecar routes at most {max} (server.max_route_bytes)")))
 }
 
 #[tonic::async_trait]
 impl RouterApi for RouterService {
     async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteDecision>, Status> {
         let req = request.into_inner();
-        check_route_size(&req, self.max_route_bytes)?;
+        if let Some(refused) = oversized(&req, self.max_route_bytes) {
+            return Err(refused);
+        }
         let span = debug_span!("route", request_id = %req.request_id, model = %req.model);
         self.router.route(req).instrument(span).await.map(Response::new).map_err(status_of)
     }
@@ -73,8 +75,8 @@ mod tests {
     #[test]
     fn routes_over_the_cap_are_out_of_range() {
         let req = |prompt: usize, context: usize| RouteRequest { prompt: "p".repeat(prompt), context: "c".repeat(context), ..Default::default() };
-        assert!(check_route_size(&req(600, 400), 1000).is_ok(), "at the cap");
-        let e = check_route_size(&req(600, 401), 1000).unwrap_err();
+        assert!(oversized(&req(600, 400), 1000).is_none(), "at the cap");
+        let e = oversized(&req(600, 401), 1000).unwrap();
         assert_eq!(e.code(), tonic::Code::OutOfRange);
         assert!(e.message().contains("1001 bytes") && e.message().contains("server.max_route_bytes"), "{}", e.message());
     }
