@@ -29,5 +29,5 @@ def test_contract_suite_passes_against_milvus(milvus):
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
-    # Both halves ran: 8 cases x 2 backends + the unreachable-server case, none ignored.
-    assert "17 passed" in out and "0 ignored" in out, out[-3000:]
+    # Both halves ran: 9 cases x 2 backends, memory_stays_within_max_bytes and the unreachable-server case; none ignored.
+    assert "20 passed" in out and "0 ignored" in out, out[-3000:]

@@ -90,11 +90,28 @@ pub struct ServerConfig {
     pub grpc: SocketAddr,
     /// Admin HTTP: /metrics, /healthz, /readyz.
     pub admin: SocketAddr,
+    /// Most bytes of prompt + context one Route may carry; larger ones are refused with
+    /// OUT_OF_RANGE (the filter fails open). Twice the filter's default `max_body_bytes` (1 MiB),
+    /// so any body the filter accepts by default fits, however its JSON was escaped.
+    #[serde(deserialize_with = "bytes")]
+    pub max_route_bytes: usize,
+    /// Most bytes of response one Store may carry; larger ones are not stored (`too_large`).
+    /// The filter's default `max_response_bytes`: it never sends more.
+    #[serde(deserialize_with = "bytes")]
+    pub max_store_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { grpc: ([127, 0, 0, 1], 50051).into(), admin: ([127, 0, 0, 1], 9190).into() }
+        ServerConfig { grpc: ([127, 0, 0, 1], 50051).into(), admin: ([127, 0, 0, 1], 9190).into(), max_route_bytes: 2 << 20, max_store_bytes: 4 << 20 }
+    }
+}
+
+impl ServerConfig {
+    /// The gRPC decoding limit: the larger RPC cap plus room for the other fields, so that an
+    /// oversized prompt or answer is refused by our own check, with a clear message and reason.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_route_bytes.max(self.max_store_bytes).saturating_add(64 << 10)
     }
 }
 
@@ -309,6 +326,17 @@ pub struct CacheConfig {
     pub ttl_seconds: u64,
     /// Beyond this many entries one is evicted per insertion, chosen by `eviction` (embedded backend).
     pub max_entries: usize,
+    /// Beyond this many bytes (prompt + answer + vector + bookkeeping, estimated per entry)
+    /// entries are evicted by `eviction` until the new one fits (embedded backend): `max_entries`
+    /// alone bounds the count, not the memory.
+    #[serde(deserialize_with = "bytes")]
+    pub max_bytes: usize,
+    /// An entry larger than this is never stored (`vane_cache_stores_total{result="too_large"}`),
+    /// and Route issues no ticket for a prompt that alone exceeds it (both backends).
+    #[serde(deserialize_with = "bytes")]
+    pub max_entry_bytes: usize,
+    /// Answers awaited: what Route computed for a request, kept until its Store or Release.
+    pub tickets: TicketsConfig,
     pub eviction: crate::cache::eviction::Policy,
     /// Where the embedded cache is saved at shutdown (and every `snapshot_interval_seconds`,
     /// 0 = only at shutdown) and loaded from at start; none by default.
@@ -330,6 +358,9 @@ impl Default for CacheConfig {
             max_unknown_share: 0.0,
             ttl_seconds: 3600,
             max_entries: 10_000,
+            max_bytes: 256 << 20,
+            max_entry_bytes: 1 << 20,
+            tickets: TicketsConfig::default(),
             eviction: Default::default(),
             snapshot: None,
             snapshot_interval_seconds: 300,
@@ -338,6 +369,54 @@ impl Default for CacheConfig {
             milvus: MilvusConfig::default(),
         }
     }
+}
+
+/// Pending tickets: each holds the prompt and its embedding from Route until the answer comes
+/// back in Store, or the filter reports (Release) that none will. Bounded in count and bytes
+/// (the oldest leave first) and in time, so answers that never come cannot grow the sidecar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TicketsConfig {
+    pub max_count: usize,
+    /// Prompt + embedding + bookkeeping of all pending tickets, estimated.
+    #[serde(deserialize_with = "bytes")]
+    pub max_bytes: usize,
+    /// How long an answer may take to arrive after its Route.
+    pub ttl_seconds: u64,
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        TicketsConfig { max_count: 100_000, max_bytes: 256 << 20, ttl_seconds: 600 }
+    }
+}
+
+/// A size in bytes: an integer, or a string with a binary unit (`64KiB`, `256 MiB`, `1GiB`).
+fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(usize),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(t) => parse_bytes(&t).ok_or_else(|| serde::de::Error::custom(format!("'{t}' is not a size: give bytes, or a number with KiB, MiB or GiB"))),
+    }
+}
+
+fn parse_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return None,
+    };
+    number.parse::<usize>().ok()?.checked_mul(1 << shift)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -410,6 +489,9 @@ pub struct CacheCategory {
     #[serde(default = "defaults::enabled")]
     pub enabled: bool,
 }
+
+/// The smallest byte bound accepted (an entry or ticket holds a 1.5 KiB vector and bookkeeping).
+const MIN_BYTES: usize = 4096;
 
 mod defaults {
     pub fn max_tokens() -> usize { 256 }
@@ -546,6 +628,14 @@ impl Config {
         check((0.0..=1.0).contains(&c.max_unknown_share), "cache.max_unknown_share: must be between 0 and 1".into());
         check(c.ttl_seconds >= 1, "cache.ttl_seconds: must be at least 1".into());
         check(c.max_entries >= 1, "cache.max_entries: must be at least 1".into());
+        // Below a few KiB not even one embedding and its bookkeeping fit.
+        check(c.max_entry_bytes >= MIN_BYTES, format!("cache.max_entry_bytes: must be at least {MIN_BYTES}"));
+        check(c.max_bytes >= c.max_entry_bytes, "cache.max_bytes: must be at least cache.max_entry_bytes".into());
+        check(c.tickets.max_count >= 1, "cache.tickets.max_count: must be at least 1".into());
+        check(c.tickets.max_bytes >= MIN_BYTES, format!("cache.tickets.max_bytes: must be at least {MIN_BYTES}"));
+        check(c.tickets.ttl_seconds >= 1, "cache.tickets.ttl_seconds: must be at least 1".into());
+        check(self.server.max_route_bytes >= MIN_BYTES, format!("server.max_route_bytes: must be at least {MIN_BYTES}"));
+        check(self.server.max_store_bytes >= MIN_BYTES, format!("server.max_store_bytes: must be at least {MIN_BYTES}"));
         for (name, cat) in &c.categories {
             if let Some(t) = cat.threshold {
                 check(t > 0.0 && t <= 1.0, format!("cache.categories.{name}.threshold: must be in (0, 1]"));
@@ -662,6 +752,27 @@ routing:
         for needle in ["cache.milvus.address", "cache.milvus.collection", "cache.milvus.ef"] {
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn byte_bounds_take_units_and_are_checked() {
+        let c = Config::parse(GOOD, Path::new("/")).unwrap();
+        assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes, c.cache.tickets.max_bytes), (256 << 20, 1 << 20, 256 << 20));
+        assert_eq!((c.server.max_route_bytes, c.server.max_store_bytes), (2 << 20, 4 << 20));
+        let text = format!("{GOOD}server: {{ max_route_bytes: 64KiB, max_store_bytes: 70000 }}\ncache: {{ max_bytes: '1 GiB', max_entry_bytes: 2MiB, tickets: {{ max_bytes: 8MiB, max_count: 5 }} }}\n");
+        let c = Config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!((c.server.max_route_bytes, c.server.max_store_bytes), (64 << 10, 70_000));
+        assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes), (1 << 30, 2 << 20));
+        assert_eq!((c.cache.tickets.max_bytes, c.cache.tickets.max_count, c.cache.tickets.ttl_seconds), (8 << 20, 5, 600));
+        assert_eq!(c.server.max_message_bytes(), 70_000 + (64 << 10));
+        let e = err(&format!("{GOOD}cache: {{ max_bytes: 12 MB }}\n"));
+        assert!(e.starts_with("cache.max_bytes") && e.contains("KiB, MiB or GiB"), "{e}");
+        let e = err(&format!("{GOOD}server: {{ max_route_bytes: 100 }}\ncache: {{ max_bytes: 5KiB, max_entry_bytes: 8KiB, tickets: {{ max_bytes: 0, max_count: 0, ttl_seconds: 0 }} }}\n"));
+        for needle in ["server.max_route_bytes", "cache.max_bytes: must be at least cache.max_entry_bytes", "cache.tickets.max_bytes", "cache.tickets.max_count", "cache.tickets.ttl_seconds"] {
+            assert!(e.contains(needle), "{e} should mention {needle}");
+        }
+        assert!(err(&format!("{GOOD}cache: {{ tickets: {{ max: 5 }} }}\n")).contains("max"));
+        assert_eq!(parse_bytes("99999999999999GiB"), None, "overflow");
     }
 
     #[test]

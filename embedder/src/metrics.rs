@@ -31,6 +31,10 @@ struct Inner {
     cache_stores: Family<Label, Counter>,
     guard_rejections: Family<Label, Counter>,
     cache_entries: Gauge,
+    cache_bytes: Gauge,
+    tickets: Gauge,
+    tickets_bytes: Gauge,
+    tickets_dropped: Family<Label, Counter>,
     cache_invalidated: Counter,
     cache_errors: Family<[(&'static str, &'static str); 2], Counter>,
     encoder_batch_size: Histogram,
@@ -60,6 +64,14 @@ impl Default for Metrics {
         registry.register("cache_guard_rejections", "Semantic matches refused by the near-duplicate guard, by reason", guard_rejections.clone());
         let cache_entries = Gauge::default();
         registry.register("cache_entries", "Entries in the semantic cache", cache_entries.clone());
+        let cache_bytes = Gauge::default();
+        registry.register_with_unit("cache", "Estimated memory of the embedded cache's entries (prompt, answer, vector, bookkeeping); bounded by cache.max_bytes", Unit::Bytes, cache_bytes.clone());
+        let tickets = Gauge::default();
+        registry.register("tickets", "Pending tickets: Route results kept until their answer is stored or released", tickets.clone());
+        let tickets_bytes = Gauge::default();
+        registry.register_with_unit("tickets", "Estimated memory of the pending tickets (prompt, vector, bookkeeping); bounded by cache.tickets.max_bytes", Unit::Bytes, tickets_bytes.clone());
+        let tickets_dropped = Family::<Label, Counter>::default();
+        registry.register("tickets_dropped", "Tickets dropped unredeemed, by reason (released, expired, evicted to stay in bounds, too_large: never issued)", tickets_dropped.clone());
         let cache_invalidated = Counter::default();
         registry.register("cache_invalidated", "Entries removed through the admin API (invalidate, flush)", cache_invalidated.clone());
         let cache_errors = Family::default();
@@ -81,6 +93,10 @@ impl Default for Metrics {
             cache_stores,
             guard_rejections,
             cache_entries,
+            cache_bytes,
+            tickets,
+            tickets_bytes,
+            tickets_dropped,
             cache_invalidated,
             cache_errors,
             encoder_batch_size,
@@ -135,6 +151,20 @@ impl Metrics {
         }
     }
 
+    /// The embedded cache's estimated bytes, after each change.
+    pub fn cache_bytes(&self, bytes: usize) {
+        self.0.cache_bytes.set(bytes as i64);
+    }
+
+    pub fn tickets(&self, count: usize, bytes: usize) {
+        self.0.tickets.set(count as i64);
+        self.0.tickets_bytes.set(bytes as i64);
+    }
+
+    pub fn ticket_dropped(&self, reason: &'static str) {
+        self.0.tickets_dropped.get_or_create(&[("reason", reason)]).inc();
+    }
+
     pub fn cache_error(&self, backend: &'static str, op: &'static str) {
         self.0.cache_errors.get_or_create(&[("backend", backend), ("op", op)]).inc();
     }
@@ -164,6 +194,9 @@ mod tests {
         m.cache_lookup("memory", "exact", "hit", Duration::from_micros(3));
         m.cache_store("stored", Some(3));
         m.observe_batch(4, Duration::from_millis(1));
+        m.cache_bytes(4096);
+        m.tickets(2, 3000);
+        m.ticket_dropped("released");
         let text = m.render();
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
@@ -172,6 +205,12 @@ mod tests {
             "vane_cache_lookup_duration_seconds_bucket{le=\"0.000005\",backend=\"memory\",tier=\"exact\"} 1",
             "vane_cache_entries 3",
             "vane_encoder_batch_size_count 1",
+            "# UNIT vane_cache_bytes bytes",
+            "vane_cache_bytes 4096",
+            "vane_tickets 2",
+            "# UNIT vane_tickets_bytes bytes",
+            "vane_tickets_bytes 3000",
+            "vane_tickets_dropped_total{reason=\"released\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -15,17 +15,13 @@ use crate::cache::guard;
 use crate::cache::snapshot::SnapshotError;
 use crate::cache::{Fingerprint, Hit, Partition, PromptKey, Selector};
 use crate::completion;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 use crate::signals::jailbreak::{Jailbreak, Verdict, extra_windows};
 use crate::signals::pii_policy::{self, Messages, PiiPolicy};
 use crate::routing::conversation::{self, State};
 use crate::routing::{Decision, Routing, earlier_user_turns};
-use crate::tickets::{Pending, Tickets};
-
-/// How long an answer may take to arrive in Store after its Route.
-const TICKET_TTL: Duration = Duration::from_secs(600);
-const MAX_TICKETS: usize = 100_000;
+use crate::tickets::{self, Pending, Tickets};
 
 pub struct Router {
     routing: Routing,
@@ -39,6 +35,8 @@ pub struct Router {
     /// Where the embedded cache is saved and restored (`cache.snapshot`).
     snapshot: Option<PathBuf>,
     tickets: Tickets,
+    /// The per-call caps (`server.max_route_bytes`, `server.max_store_bytes`).
+    limits: ServerConfig,
     metrics: Metrics,
 }
 
@@ -73,7 +71,10 @@ impl Router {
             None => None,
         };
         let cache_epoch = config.cache_epoch.clone();
-        Ok(Router { routing, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets: Tickets::new(TICKET_TTL, MAX_TICKETS), metrics })
+        let t = &c.tickets;
+        let limits = tickets::Limits { ttl: Duration::from_secs(t.ttl_seconds), max_count: t.max_count, max_bytes: t.max_bytes, max_one: c.max_entry_bytes };
+        let tickets = Tickets::new(limits, metrics.clone());
+        Ok(Router { routing, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets, limits: config.server.clone(), metrics })
     }
 
     /// The cache's contents and settings (`None` when disabled), for the admin API; the contents
@@ -108,6 +109,15 @@ impl Router {
             Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot written"),
             Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot not written"),
         }
+    }
+
+    pub fn rpc_limits(&self) -> &ServerConfig {
+        &self.limits
+    }
+
+    /// Frees a ticket whose answer will not come (the filter's Release).
+    pub fn release(&self, ticket: &str) -> bool {
+        self.tickets.release(ticket, Instant::now())
     }
 
     pub fn routing(&self) -> &Routing {
@@ -229,7 +239,7 @@ impl Router {
         // Stored for the exact tier only when its embedding does not stand for the prompt.
         let semantic_key = unread.is_none().then(|| embedding.clone());
         if !routed {
-            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()) } else { String::new() };
+            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()).unwrap_or_default() } else { String::new() };
             return Ok(forward(Forward { model: req.model, ticket, jailbreak: flagged, ..Forward::default() }));
         }
         let routed = match routed_decision {
@@ -240,7 +250,7 @@ impl Router {
         let decision = routed.decision;
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()) } else { String::new() };
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()).unwrap_or_default() } else { String::new() };
         Ok(forward(Forward { jailbreak: flagged, ..forward_of(decision, ticket) }))
     }
 
@@ -368,6 +378,9 @@ impl Router {
     async fn try_store(&self, req: StoreRequest) -> Result<(), &'static str> {
         let cache = self.cache.as_ref().ok_or("cache_disabled")?;
         let pending = self.tickets.redeem(&req.ticket, Instant::now()).ok_or("unknown_ticket")?;
+        if req.response.len() > self.limits.max_store_bytes {
+            return Err("too_large");
+        }
         let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) };
         let body = body.map_err(|e| e.label())?;
         cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now()).await

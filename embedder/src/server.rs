@@ -1,22 +1,30 @@
 //! The gRPC face of the sidecar (`vane.v1.Router`), and where errors become gRPC statuses.
+//!
+//! What one call may carry is capped (`server.max_route_bytes`, `server.max_store_bytes`): the
+//! decoding limit sits just above the larger cap, so tonic itself refuses anything far beyond
+//! it before allocating, and an oversized Route gets our own OUT_OF_RANGE with the numbers
+//! (tonic also answers OUT_OF_RANGE for a message over its limit; the filter fails open on both).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, debug_span};
+use tracing::{Instrument, debug_span, info};
 use vane_proto::v1::router_server::{Router as RouterApi, RouterServer};
-use vane_proto::v1::{RouteDecision, RouteRequest, StoreReply, StoreRequest};
+use vane_proto::v1::{ReleaseReply, ReleaseRequest, RouteDecision, RouteRequest, StoreReply, StoreRequest};
 
 use crate::batching::EmbedError;
 use crate::router::Router;
 
 pub struct RouterService {
     router: Arc<Router>,
+    max_route_bytes: usize,
 }
 
 impl RouterService {
+    /// The service with the router's configured caps (`server.*`).
     pub fn new(router: Arc<Router>) -> RouterServer<RouterService> {
-        RouterServer::new(RouterService { router })
+        let limits = router.rpc_limits().clone();
+        RouterServer::new(RouterService { router, max_route_bytes: limits.max_route_bytes }).max_decoding_message_size(limits.max_message_bytes())
     }
 }
 
@@ -29,15 +37,47 @@ fn status_of(e: EmbedError) -> Status {
     }
 }
 
+/// A Route over the cap: refused before any work (the prompt would be embedded, kept in a
+/// ticket and perhaps cached).
+fn oversized(req: &RouteRequest, max: usize) -> Option<Status> {
+    let size = req.prompt.len() + req.context.len();
+    if size <= max {
+        return None;
+    }
+    info!(request_id = %req.request_id, size, max, "route refused: too large");
+    Some(Status::out_of_range(format!("prompt and context are {size} bytes; this sidecar routes at most {max} (server.max_route_bytes)")))
+}
+
 #[tonic::async_trait]
 impl RouterApi for RouterService {
     async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteDecision>, Status> {
         let req = request.into_inner();
+        if let Some(refused) = oversized(&req, self.max_route_bytes) {
+            return Err(refused);
+        }
         let span = debug_span!("route", request_id = %req.request_id, model = %req.model);
         self.router.route(req).instrument(span).await.map(Response::new).map_err(status_of)
     }
 
     async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreReply>, Status> {
         Ok(Response::new(self.router.store(request.into_inner()).await))
+    }
+
+    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseReply>, Status> {
+        Ok(Response::new(ReleaseReply { released: self.router.release(&request.into_inner().ticket) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_over_the_cap_are_out_of_range() {
+        let req = |prompt: usize, context: usize| RouteRequest { prompt: "p".repeat(prompt), context: "c".repeat(context), ..Default::default() };
+        assert!(oversized(&req(600, 400), 1000).is_none(), "at the cap");
+        let e = oversized(&req(600, 401), 1000).unwrap();
+        assert_eq!(e.code(), tonic::Code::OutOfRange);
+        assert!(e.message().contains("1001 bytes") && e.message().contains("server.max_route_bytes"), "{}", e.message());
     }
 }

@@ -38,7 +38,10 @@ impl Drop for Cache {
 }
 
 async fn cache(kind: Kind, case: &str, threshold: f32, ttl_seconds: u64) -> Cache {
-    let mut config = CacheConfig { threshold, ttl_seconds, max_entries: 100, ..CacheConfig::default() };
+    cache_with(kind, case, CacheConfig { threshold, ttl_seconds, max_entries: 100, ..CacheConfig::default() }).await
+}
+
+async fn cache_with(kind: Kind, case: &str, mut config: CacheConfig) -> Cache {
     let metrics = Metrics::default();
     if let Kind::Milvus = kind {
         let address = std::env::var("VANE_MILVUS_ADDR").expect("VANE_MILVUS_ADDR (a running Milvus) is required: run tests/test_milvus_contract.py");
@@ -227,6 +230,20 @@ async fn invalidation_removes_what_the_selector_matches(kind: Kind) {
     gone("globex", "auto", "q1").await;
 }
 
+/// `cache.max_entry_bytes` holds for both backends (Milvus owns its storage, not what we send).
+async fn entries_over_max_entry_bytes_are_not_stored(kind: Kind) {
+    let c = cache_with(kind, "entry_cap", CacheConfig { threshold: 0.9, max_entry_bytes: 8 << 10, ..CacheConfig::default() }).await;
+    let now = Instant::now();
+    let fp = Fingerprint::of("");
+    let big = "x".repeat(10 << 10);
+    assert_eq!(c.backend.insert(p("", "m"), fp, "big answer".into(), Some(unit(&[1.0, 0.0])), big.clone().into_bytes(), now).await, Err("too_large"));
+    assert_eq!(c.backend.insert(p("", "m"), fp, big.clone(), Some(unit(&[0.0, 1.0])), b"a".to_vec(), now).await, Err("too_large"), "a prompt counts too");
+    c.put(p("", "m"), fp, "small answer", &[1.0, 0.1], &"y".repeat(4 << 10), now).await;
+    assert_eq!(c.answer(&p("", "m"), fp, &[1.0, 0.0], now).await.map(|a| a.len()), Some(4 << 10));
+    assert!(c.backend.lookup_exact(&p("", "m"), fp, PromptKey::of(&big), now).await.is_none());
+    assert_eq!(c.backend.stats().await.expect("stats")["entries"], 1);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -254,7 +271,28 @@ contract!(
     entries_expire,
     tenants_and_models_are_isolated,
     invalidation_removes_what_the_selector_matches,
+    entries_over_max_entry_bytes_are_not_stored,
 );
+
+/// The embedded backend alone bounds its memory (a Milvus server owns its storage).
+#[tokio::test]
+async fn memory_stays_within_max_bytes() {
+    let config = CacheConfig { threshold: 0.9, max_entries: 1000, max_bytes: 64 << 10, max_entry_bytes: 16 << 10, ..CacheConfig::default() };
+    let c = cache_with(Kind::Memory, "max_bytes", config).await;
+    let now = Instant::now();
+    let fp = Fingerprint::of("");
+    for i in 0..20 {
+        c.put(p("", "m"), fp, &format!("q{i}"), &[1.0, i as f32], &"z".repeat(10 << 10), now).await;
+        let bytes = c.backend.stats().await.expect("stats")["bytes"].as_u64().unwrap();
+        assert!(bytes <= 64 << 10, "{bytes} bytes after {i}");
+    }
+    let entries = c.backend.stats().await.expect("stats")["entries"].as_u64().unwrap();
+    assert!((5..=6).contains(&entries), "about 64 KiB / 10 KiB entries kept: {entries}");
+    assert!(c.backend.lookup_exact(&p("", "m"), fp, PromptKey::of("q19"), now).await.is_some(), "the newest stays");
+    assert!(c.backend.lookup_exact(&p("", "m"), fp, PromptKey::of("q0"), now).await.is_none(), "the oldest left");
+    let gauge = format!("vane_cache_bytes {}\n", c.backend.stats().await.expect("stats")["bytes"]);
+    assert!(c.metrics.render().contains(&gauge), "{gauge}");
+}
 
 /// No server at all: every call is a counted error answered as a miss or a skipped store.
 #[tokio::test]

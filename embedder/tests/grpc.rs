@@ -14,7 +14,7 @@ use vane_embedder::model::onnx::OnnxEncoder;
 use vane_embedder::router::Router;
 use vane_embedder::server::RouterService;
 use vane_proto::v1::router_client::RouterClient;
-use vane_proto::v1::{CacheControl, RouteDecision, RouteRequest, StoreRequest, route_decision::Action};
+use vane_proto::v1::{CacheControl, ReleaseRequest, RouteDecision, RouteRequest, StoreRequest, route_decision::Action};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -35,6 +35,11 @@ fn onnxruntime() -> PathBuf {
 }
 
 fn config() -> Config {
+    config_with("")
+}
+
+/// The test configuration with `extra` YAML appended (top-level sections it does not have).
+fn config_with(extra: &str) -> Config {
     let yaml = format!(
         r#"
 model: {{ onnx: models/build/minilm-int8.onnx, tokenizer: models/build/tokenizer.json, onnxruntime: "{}" }}
@@ -45,14 +50,17 @@ routing:
     - {{ name: math, model: math-model, examples: ["Solve the equation 3x + 7 = 22 for x.", "What is the derivative of x^3?", "Compute the integral of sin(x)."] }}
     - {{ name: history, model: general-model, examples: ["Who was the first emperor of Rome?", "What caused the French Revolution?"] }}
 cache: {{ threshold: 0.9 }}
-"#,
+{extra}"#,
         onnxruntime().display()
     );
     Config::parse(&yaml, &repo()).expect("test config")
 }
 
 async fn client() -> RouterClient<tonic::transport::Channel> {
-    let config = config();
+    client_with(config()).await
+}
+
+async fn client_with(config: Config) -> RouterClient<tonic::transport::Channel> {
     assert!(config.model.onnx.exists(), "{} is missing: run `make models`", config.model.onnx.display());
     let metrics = Metrics::default();
     let encoder = OnnxEncoder::load(&config.model).expect("loading the encoder");
@@ -191,6 +199,43 @@ async fn an_empty_prompt_goes_to_the_default_model_uncached() {
     let Action::Forward(f) = route(&mut c, ask("")).await else { panic!() };
     assert_eq!(f.model, "general-model");
     assert!(f.ticket.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_stores_over_their_caps_are_refused() {
+    let mut c = client_with(config_with("server: { max_route_bytes: 64KiB, max_store_bytes: 16KiB }\n")).await;
+    let big = |n: usize| "lorem ipsum dolor sit amet ".repeat(n / 27 + 1);
+    // Over max_route_bytes, by the prompt or by prompt + context: our own OUT_OF_RANGE.
+    for req in [ask(&big(70_000)), RouteRequest { context: big(40_000), ..ask(&big(30_000)) }] {
+        let e = c.route(req).await.expect_err("over the cap");
+        assert_eq!(e.code(), tonic::Code::OutOfRange);
+        assert!(e.message().contains("server.max_route_bytes"), "{}", e.message());
+    }
+    // Far over it, beyond the decoding limit: tonic's OUT_OF_RANGE, before the message is decoded.
+    let e = c.route(ask(&big(200_000))).await.expect_err("over the decoding limit");
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{}", e.message());
+
+    // Under the cap: routed. An answer over max_store_bytes is not stored, and takes the ticket.
+    let Action::Forward(f) = route(&mut c, ask(&format!("What is the capital of France? {}", big(20_000)))).await else { panic!("under the cap") };
+    let r = c.store(StoreRequest { ticket: f.ticket.clone(), response: completion(&"x".repeat(17_000)), sse: false }).await.unwrap().into_inner();
+    assert_eq!((r.stored, r.reason.as_str()), (false, "too_large"));
+    let r = c.store(StoreRequest { ticket: f.ticket, response: completion("Paris"), sse: false }).await.unwrap().into_inner();
+    assert_eq!(r.reason, "unknown_ticket");
+    // Control: a small answer is stored.
+    let Action::Forward(f) = route(&mut c, ask("What is the capital of Italy?")).await else { panic!() };
+    assert!(c.store(StoreRequest { ticket: f.ticket, response: completion("Rome"), sse: false }).await.unwrap().into_inner().stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_ticket_is_gone() {
+    let mut c = client().await;
+    let Action::Forward(f) = route(&mut c, ask("What is the capital of Spain?")).await else { panic!() };
+    assert!(c.release(ReleaseRequest { ticket: f.ticket.clone() }).await.unwrap().into_inner().released);
+    assert!(!c.release(ReleaseRequest { ticket: f.ticket.clone() }).await.unwrap().into_inner().released, "once");
+    let r = c.store(StoreRequest { ticket: f.ticket, response: completion("Madrid"), sse: false }).await.unwrap().into_inner();
+    assert_eq!((r.stored, r.reason.as_str()), (false, "unknown_ticket"));
+    assert!(!c.release(ReleaseRequest { ticket: "nope".into() }).await.unwrap().into_inner().released);
+    assert!(matches!(route(&mut c, ask("What is the capital of Spain?")).await, Action::Forward(_)), "nothing was cached");
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -173,6 +173,7 @@ pub fn reason_for_grpc_status(code: u32, took: Option<Duration>, timeout: Durati
         4 => "sidecar_timeout",
         14 if deadline_passed => "sidecar_timeout",
         8 => "sidecar_overloaded",
+        11 => "sidecar_too_large", // OUT_OF_RANGE: over the sidecar's server.max_route_bytes
         14 => "sidecar_unavailable",
         _ => "sidecar_error",
     }
@@ -307,6 +308,7 @@ mod tests {
         assert_eq!(reason_for_grpc_status(14, slow, timeout), "sidecar_timeout", "Envoy's deadline is UNAVAILABLE");
         assert_eq!(reason_for_grpc_status(14, None, timeout), "sidecar_unavailable");
         assert_eq!(reason_for_grpc_status(8, quick, timeout), "sidecar_overloaded");
+        assert_eq!(reason_for_grpc_status(11, quick, timeout), "sidecar_too_large");
         assert_eq!(reason_for_grpc_status(13, slow, timeout), "sidecar_error");
     }
 }

@@ -12,7 +12,7 @@ use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
-use vane_proto::v1::{CacheControl, RouteDecision, RouteRequest, StoreRequest};
+use vane_proto::v1::{CacheControl, ReleaseRequest, RouteDecision, RouteRequest, StoreRequest};
 
 use crate::config::Config;
 use crate::decision::{self, LocalReply, Outcome};
@@ -20,10 +20,10 @@ use crate::headers::{OWN_REQUEST_HEADERS, decode_pairs};
 use crate::request::{BadRequest, ChatRequest};
 use crate::tenant;
 
-/// Encoded `Store` calls waiting for the root context's next tick. Stores are sent from the
-/// root context because a call made by a stream's context is cancelled when the stream ends,
-/// which is exactly when the answer is complete.
-type StoreQueue = Rc<RefCell<VecDeque<Vec<u8>>>>;
+/// Encoded `Store` and `Release` calls (method, message) waiting for the root context's next
+/// tick. They are sent from the root context because a call made by a stream's context is
+/// cancelled when the stream ends, which is exactly when the answer is complete.
+type StoreQueue = Rc<RefCell<VecDeque<(&'static str, Vec<u8>)>>>;
 
 #[derive(Default)]
 pub struct Root {
@@ -59,10 +59,10 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1000));
-        while let Some(msg) = self.stores.borrow_mut().pop_front() {
-            let sent = hostcalls::dispatch_grpc_call(&self.config.sidecar_cluster, vane_proto::SERVICE, "Store", Vec::new(), Some(&msg), timeout);
+        while let Some((method, msg)) = self.stores.borrow_mut().pop_front() {
+            let sent = hostcalls::dispatch_grpc_call(&self.config.sidecar_cluster, vane_proto::SERVICE, method, Vec::new(), Some(&msg), timeout);
             if let Err(e) = sent {
-                warn!("vane: cannot send a cache store: {e:?}");
+                warn!("vane: cannot send a cache {method}: {e:?}");
             }
         }
     }
@@ -139,6 +139,26 @@ fn request_header_map() -> Option<Vec<u8>> {
 /// A header value as text, for values we only compare or log.
 fn header(map: MapType, name: &str) -> Option<String> {
     header_bytes(map, name).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Queues a call for the root context's next tick; beyond `limit` waiting it is dropped.
+fn send_later(stores: &StoreQueue, limit: usize, method: &'static str, msg: Vec<u8>) {
+    let mut stores = stores.borrow_mut();
+    if stores.len() < limit {
+        stores.push_back((method, msg));
+    } else {
+        warn!("vane: too many pending cache calls; dropping a {method}");
+    }
+}
+
+/// The answer will not be stored: the sidecar frees its ticket (it holds the prompt) now
+/// instead of at its expiry. Nothing to do once the answer was sent in a Store.
+fn release(stores: &StoreQueue, limit: usize, capture: &mut Option<Capture>) {
+    if let Some(c) = capture.take()
+        && !c.complete
+    {
+        send_later(stores, limit, "Release", ReleaseRequest { ticket: c.ticket }.encode_to_vec());
+    }
 }
 
 fn set_header(map: MapType, name: &str, value: &str) {
@@ -321,6 +341,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let (stores, limit) = (&self.stores, self.config.max_pending_stores);
         if let State::Forwarded { response_headers, capture } = &mut self.state {
             for (name, value) in response_headers.iter() {
                 set_header(MapType::HttpResponseHeaders, name, value);
@@ -328,7 +349,7 @@ impl HttpContext for Stream {
             let resp = MapType::HttpResponseHeaders;
             let ok = header(resp, ":status").and_then(|s| s.parse::<u32>().ok()).is_some_and(|s| (200..300).contains(&s));
             if !ok {
-                *capture = None; // never cache an error
+                release(stores, limit, capture); // never cache an error
             } else if let Some(c) = capture {
                 c.sse = header(resp, "content-type").is_some_and(|ct| ct.contains("text/event-stream"));
             }
@@ -337,6 +358,7 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (stores, limit) = (&self.stores, self.config.max_pending_stores);
         let State::Forwarded { capture, .. } = &mut self.state else {
             return Action::Continue;
         };
@@ -348,7 +370,7 @@ impl HttpContext for Stream {
             let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
             if c.body.len() + chunk.len() > self.config.max_response_bytes {
                 debug!("vane: answer larger than max_response_bytes; not cached");
-                *capture = None;
+                release(stores, limit, capture);
                 return Action::Continue;
             }
             c.body.extend_from_slice(&chunk);
@@ -356,13 +378,16 @@ impl HttpContext for Stream {
         if end_of_stream && !c.complete {
             c.complete = true;
             let msg = StoreRequest { ticket: std::mem::take(&mut c.ticket), response: std::mem::take(&mut c.body), sse: c.sse };
-            let mut stores = self.stores.borrow_mut();
-            if stores.len() < self.config.max_pending_stores {
-                stores.push_back(msg.encode_to_vec());
-            } else {
-                warn!("vane: too many pending cache stores; dropping one");
-            }
+            send_later(stores, limit, "Store", msg.encode_to_vec());
         }
         Action::Continue
+    }
+
+    /// The stream is over. An answer that never reached its end (a client gone, an upstream
+    /// reset, no body at all) will not be stored: release its ticket.
+    fn on_log(&mut self) {
+        if let State::Forwarded { capture, .. } = &mut self.state {
+            release(&self.stores, self.config.max_pending_stores, capture);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The cache's admin API on the admin port (loopback by default; put it behind your own auth if
 //! you expose it):
-//! - `GET /v1/cache/stats`: entries, groups, tenants, payload bytes, configuration epoch;
+//! - `GET /v1/cache/stats`: entries, groups, tenants, payload bytes, estimated bytes, configuration epoch;
 //! - `POST /v1/cache/invalidate`: `{"id": 12}`, `{"tenant": "k:…"}`, `{"api_key": "Bearer sk-…"}`
 //!   (hashed the way the filter derives the tenant), `{"prompt": "…", "model": "auto"}`, or any
 //!   combination: removes the entries matching all of them;

@@ -20,7 +20,10 @@ impl CacheBackend {
     pub fn build(config: &CacheConfig, threshold: f32, dim: usize, metrics: &Metrics) -> CacheBackend {
         let ttl = Duration::from_secs(config.ttl_seconds);
         match config.backend {
-            Backend::Memory => CacheBackend::Memory(Box::new(MemoryCache::new(threshold, ttl, config.max_entries).with_eviction(config.eviction))),
+            Backend::Memory => {
+                let cache = MemoryCache::new(threshold, ttl, config.max_entries).with_eviction(config.eviction).with_max_bytes(config.max_bytes, config.max_entry_bytes);
+                CacheBackend::Memory(Box::new(cache.with_metrics(metrics.clone())))
+            }
             Backend::Milvus => {
                 let m = &config.milvus;
                 let settings = MilvusSettings {
@@ -32,7 +35,7 @@ impl CacheBackend {
                     ef: m.ef,
                     dim,
                 };
-                let cache = Arc::new(MilvusCache::new(settings, threshold, ttl, metrics.clone()));
+                let cache = Arc::new(MilvusCache::new(settings, threshold, ttl, metrics.clone()).with_max_entry_bytes(config.max_entry_bytes));
                 cache.spawn_cleanup(Duration::from_secs(m.cleanup_seconds));
                 CacheBackend::Milvus(cache)
             }
@@ -64,10 +67,7 @@ impl CacheBackend {
     /// serves the exact tier only.
     pub async fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Option<Vec<f32>>, completion: Vec<u8>, now: Instant) -> Result<(), &'static str> {
         match self {
-            CacheBackend::Memory(c) => {
-                c.insert_entry(partition, fingerprint, text, embedding.as_deref(), completion, now);
-                Ok(())
-            }
+            CacheBackend::Memory(c) => c.insert_entry(partition, fingerprint, text, embedding.as_deref(), completion, now).map(|_| ()).ok_or("too_large"),
             // Every Milvus row has a vector: the zero vector's inner product with any query is
             // 0, below every threshold, so such a row answers the exact tier only.
             CacheBackend::Milvus(c) => match c.insert(partition, fingerprint, text, embedding.unwrap_or_else(|| vec![0.0; c.dim()]), completion, now).await {

@@ -2,8 +2,9 @@
 //! lookup only ever compares against prompts that share the rest of the conversation, plus an
 //! index of exact prompts. Each group's vectors live in a [`GroupIndex`] (flat scan when small,
 //! HNSW graph when large). Entries expire after the TTL (an expiry-ordered set, so expiring
-//! never scans); beyond `max_entries` the [`Eviction`] policy picks who leaves. Everything is
-//! removed in place: nothing is ever rebuilt.
+//! never scans); beyond `max_entries`, or `max_bytes` of estimated memory ([`entry_bytes`]),
+//! the [`Eviction`] policy picks who leaves, and an entry over `max_entry_bytes` is never
+//! stored. Everything is removed in place: nothing is ever rebuilt.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -15,7 +16,8 @@ use tracing::warn;
 use super::eviction::{Eviction, Policy, Rank};
 use super::index::GroupIndex;
 use super::snapshot::{self, Saved, SnapshotError};
-use super::{Fingerprint, Hit, Partition, PromptKey, Selector, Stats, Tier};
+use super::{Fingerprint, Hit, Partition, PromptKey, Selector, Stats, Tier, entry_bytes};
+use crate::metrics::Metrics;
 
 type Key = (Partition, Fingerprint);
 
@@ -30,6 +32,8 @@ struct Entry {
     completion: Vec<u8>,
     expires: Instant,
     rank: Rank,
+    /// Its [`entry_bytes`].
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -41,6 +45,8 @@ struct Inner {
     expiry: BTreeSet<(Instant, u64)>,
     eviction: Eviction,
     next_id: u64,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
 }
 
 pub struct MemoryCache {
@@ -48,12 +54,28 @@ pub struct MemoryCache {
     threshold: f32,
     ttl: Duration,
     max_entries: usize,
+    max_bytes: usize,
+    max_entry_bytes: usize,
+    /// Where `vane_cache_bytes` is kept current.
+    metrics: Option<Metrics>,
 }
 
 impl MemoryCache {
-    /// A cache evicting the least recently used entry first.
+    /// A cache evicting the least recently used entry first, bounded in count only.
     pub fn new(threshold: f32, ttl: Duration, max_entries: usize) -> MemoryCache {
-        MemoryCache { inner: Mutex::default(), threshold, ttl, max_entries: max_entries.max(1) }.with_eviction(Policy::default())
+        let cache = MemoryCache { inner: Mutex::default(), threshold, ttl, max_entries: max_entries.max(1), max_bytes: usize::MAX, max_entry_bytes: usize::MAX, metrics: None };
+        cache.with_eviction(Policy::default())
+    }
+
+    /// Bounded in memory too: entries leave (by the eviction policy) until a new one fits in
+    /// `max_bytes`, and one over `max_entry_bytes` is refused.
+    pub fn with_max_bytes(self, max_bytes: usize, max_entry_bytes: usize) -> MemoryCache {
+        MemoryCache { max_bytes, max_entry_bytes: max_entry_bytes.min(max_bytes), ..self }
+    }
+
+    /// Reports the estimated bytes held in `vane_cache_bytes`.
+    pub fn with_metrics(self, metrics: Metrics) -> MemoryCache {
+        MemoryCache { metrics: Some(metrics), ..self }
     }
 
     /// Before any insertion.
@@ -109,21 +131,32 @@ impl MemoryCache {
         }
     }
 
-    pub fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> u64 {
+    /// Stores an answer and returns its id; `None` when the entry is over `max_entry_bytes`.
+    pub fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> Option<u64> {
         self.insert_entry(partition, fingerprint, text, Some(&embedding), completion, now)
     }
 
-    /// Inserts an entry; without an embedding it is found by the exact tier only.
-    pub fn insert_entry(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Option<&[f32]>, completion: Vec<u8>, now: Instant) -> u64 {
+    /// [`Self::insert`]; without an embedding the entry is found by the exact tier only.
+    pub fn insert_entry(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Option<&[f32]>, completion: Vec<u8>, now: Instant) -> Option<u64> {
         let mut inner = self.lock();
-        self.insert_locked(&mut inner, (partition, fingerprint), text, embedding, completion, now, now + self.ttl)
+        let id = self.insert_locked(&mut inner, (partition, fingerprint), text, embedding, completion, now, now + self.ttl);
+        self.publish(&inner);
+        id
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn insert_locked(&self, inner: &mut Inner, key: Key, text: String, embedding: Option<&[f32]>, completion: Vec<u8>, now: Instant, expires: Instant) -> u64 {
+    fn insert_locked(&self, inner: &mut Inner, key: Key, text: String, embedding: Option<&[f32]>, completion: Vec<u8>, now: Instant, expires: Instant) -> Option<u64> {
+        let bytes = entry_bytes(&key.0, text.len(), completion.len(), embedding.map_or(0, <[f32]>::len));
+        if bytes > self.max_entry_bytes {
+            return None;
+        }
         let prompt = PromptKey::of(&text);
         Self::expire(inner, now);
-        while inner.entries.len() >= self.max_entries {
+        // The same prompt answered again: the newest replaces it, which also makes room.
+        if let Some(&older) = inner.exact.get(&(key.clone(), prompt)) {
+            Self::remove(inner, older);
+        }
+        while inner.entries.len() >= self.max_entries || inner.bytes + bytes > self.max_bytes {
             let Some(victim) = inner.eviction.victim() else { break };
             Self::remove(inner, victim);
         }
@@ -135,13 +168,18 @@ impl MemoryCache {
             // Still served by the exact tier.
             warn!(error = %e, "semantic cache: entry not indexed");
         }
-        if let Some(older) = inner.exact.insert((key.clone(), prompt), id) {
-            Self::remove(inner, older); // the same prompt answered again: keep the newest
-        }
+        inner.exact.insert((key.clone(), prompt), id);
         let rank = inner.eviction.inserted(id);
         inner.expiry.insert((expires, id));
-        inner.entries.insert(id, Entry { key, prompt, text, completion, expires, rank });
-        id
+        inner.entries.insert(id, Entry { key, prompt, text, completion, expires, rank, bytes });
+        inner.bytes += bytes;
+        Some(id)
+    }
+
+    fn publish(&self, inner: &Inner) {
+        if let Some(m) = &self.metrics {
+            m.cache_bytes(inner.bytes);
+        }
     }
 
     /// Drops the entries whose TTL has passed, soonest first.
@@ -169,6 +207,7 @@ impl MemoryCache {
         }
         inner.expiry.remove(&(e.expires, id));
         inner.eviction.removed(id, e.rank);
+        inner.bytes -= e.bytes;
     }
 
     /// Removes the entries the selector matches (every entry for an empty one); returns how many.
@@ -178,6 +217,7 @@ impl MemoryCache {
         for id in &doomed {
             Self::remove(&mut inner, *id);
         }
+        self.publish(&inner);
         doomed.len()
     }
 
@@ -185,7 +225,7 @@ impl MemoryCache {
         let inner = self.lock();
         let tenants: std::collections::HashSet<&str> = inner.entries.values().map(|e| e.key.0.tenant.as_str()).collect();
         let payload_bytes = inner.entries.values().map(|e| e.text.len() + e.completion.len()).sum();
-        Stats { entries: inner.entries.len(), groups: inner.groups.len(), tenants: tenants.len(), payload_bytes }
+        Stats { entries: inner.entries.len(), groups: inner.groups.len(), tenants: tenants.len(), payload_bytes, bytes: inner.bytes }
     }
 
     /// Writes the live entries, first-to-evict first, with their remaining TTL; returns how many.
@@ -217,10 +257,11 @@ impl MemoryCache {
         let mut loaded = 0;
         for s in saved.into_iter().filter(|s| !s.remaining.is_zero()) {
             let expires = now + s.remaining.min(self.ttl);
+            // Entries over a lowered max_entry_bytes are left out; zeros are an exact-only entry.
             let embedding = s.embedding.iter().any(|&x| x != 0.0).then_some(s.embedding.as_slice());
-            self.insert_locked(&mut inner, (s.partition, s.fingerprint), s.text, embedding, s.completion, now, expires);
-            loaded += 1;
+            loaded += usize::from(self.insert_locked(&mut inner, (s.partition, s.fingerprint), s.text, embedding, s.completion, now, expires).is_some());
         }
+        self.publish(&inner);
         Ok(loaded)
     }
 }
@@ -243,11 +284,12 @@ mod tests {
         let c = MemoryCache::new(0.9, Duration::from_secs(60), 10);
         let now = Instant::now();
         let fp = Fingerprint::of("");
-        let a1 = c.insert(p("a", "auto"), fp, "Who was the first emperor of Rome?".into(), unit(&[1.0, 0.0]), b"a1".to_vec(), now);
+        let a1 = c.insert(p("a", "auto"), fp, "Who was the first emperor of Rome?".into(), unit(&[1.0, 0.0]), b"a1".to_vec(), now).unwrap();
         c.insert(p("a", "gpt"), fp, "2+2?".into(), unit(&[0.0, 1.0]), b"a2".to_vec(), now);
         c.insert(p("b", "auto"), fp, "Who was the first emperor of Rome?".into(), unit(&[1.0, 0.0]), b"b1".to_vec(), now);
         c.insert(p("b", "auto"), fp, "2+2?".into(), unit(&[0.0, 1.0]), b"b2".to_vec(), now);
-        assert_eq!(c.stats(), Stats { entries: 4, groups: 3, tenants: 2, payload_bytes: 2 * 34 + 2 * 4 + 4 * 2 });
+        let bytes = 2 * entry_bytes(&p("a", "auto"), 34, 2, 2) + entry_bytes(&p("a", "gpt"), 4, 2, 2) + entry_bytes(&p("b", "auto"), 4, 2, 2);
+        assert_eq!(c.stats(), Stats { entries: 4, groups: 3, tenants: 2, payload_bytes: 2 * 34 + 2 * 4 + 4 * 2, bytes });
 
         let by_prompt = Selector { prompt: Some(" Who was the first emperor  of Rome? ".into()), tenant: Some("b".into()), ..Selector::default() };
         assert_eq!(c.invalidate(&by_prompt), 1, "whitespace aside, within tenant b only");
@@ -349,6 +391,50 @@ mod tests {
     fn near(v: &[f32], seed: &mut u64) -> Vec<f32> {
         let noise = random_unit(seed, v.len());
         unit(&v.iter().zip(&noise).map(|(x, n)| x + 0.25 * n).collect::<Vec<_>>())
+    }
+
+    /// Entries of 10 kB each under a bound of three: the policy's victims leave until the new
+    /// one fits, the bytes stay within the bound, and everything removed is accounted for.
+    #[test]
+    fn eviction_by_bytes_follows_the_policy_and_keeps_the_bound() {
+        let fp = Fingerprint::of("");
+        let t = Instant::now();
+        let size = entry_bytes(&p("", "m"), 1, 10_000, 3);
+        for (policy, survivor) in [(Policy::Lru, "a"), (Policy::Fifo, "b")] {
+            let metrics = Metrics::default();
+            let c = MemoryCache::new(0.99, Duration::from_secs(60), 1000).with_eviction(policy).with_max_bytes(3 * size + size / 2, 2 * size).with_metrics(metrics.clone());
+            for (name, v) in [("a", [1.0, 0.0, 0.0]), ("b", [0.0, 1.0, 0.0]), ("c", [0.0, 0.0, 1.0])] {
+                c.insert(p("", "m"), fp, name.into(), unit(&v), vec![b'x'; 10_000], t).unwrap();
+            }
+            assert_eq!(c.stats().bytes, 3 * size);
+            c.lookup_exact(&p("", "m"), fp, PromptKey::of("a"), t).unwrap(); // a is now the most recently used
+            c.insert(p("", "m"), fp, "d".into(), unit(&[1.0, 1.0, 0.0]), vec![b'x'; 10_000], t).unwrap();
+            let left: Vec<&str> = ["a", "b", "c", "d"].into_iter().filter(|n| c.lookup_exact(&p("", "m"), fp, PromptKey::of(n), t).is_some()).collect();
+            assert_eq!(left.len(), 3, "{policy:?}: one left to make room: {left:?}");
+            assert!(left.contains(&survivor) && left.contains(&"d"), "{policy:?}: {left:?}");
+            // An entry of twice the size makes two more leave.
+            c.insert(p("", "m"), fp, "e".into(), unit(&[0.0, 1.0, 1.0]), vec![b'x'; 2 * 10_000 - 300], t).unwrap();
+            assert_eq!(c.len(), 2, "{policy:?}");
+            assert!(c.stats().bytes <= 3 * size + size / 2);
+            assert!(metrics.render().contains(&format!("vane_cache_bytes {}\n", c.stats().bytes)), "the gauge follows");
+            c.invalidate(&Selector::default());
+            assert_eq!((c.len(), c.stats().bytes), (0, 0), "every removal subtracts what its insertion added");
+            assert!(metrics.render().contains("vane_cache_bytes 0\n"));
+        }
+    }
+
+    #[test]
+    fn an_entry_over_max_entry_bytes_is_never_stored() {
+        let fp = Fingerprint::of("");
+        let t = Instant::now();
+        let c = MemoryCache::new(0.9, Duration::from_secs(60), 10).with_max_bytes(1 << 20, 50_000);
+        c.insert(p("", "m"), fp, "q".into(), unit(&[1.0, 0.0]), b"small".to_vec(), t).unwrap();
+        assert_eq!(c.insert(p("", "m"), fp, "q".into(), unit(&[1.0, 0.0]), vec![b'x'; 50_000], t), None, "answer too large");
+        assert_eq!(c.insert(p("", "m"), fp, "y".repeat(50_000), unit(&[0.0, 1.0]), b"a".to_vec(), t), None, "prompt too large");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.lookup_exact(&p("", "m"), fp, PromptKey::of("q"), t).unwrap().completion, b"small", "a refused re-answer leaves the older entry");
+        let whole = MemoryCache::new(0.9, Duration::from_secs(60), 10).with_max_bytes(20_000, 1 << 20);
+        assert_eq!(whole.insert(p("", "m"), fp, "q".into(), unit(&[1.0, 0.0]), vec![b'x'; 30_000], t), None, "over the whole bound: nothing is evicted for it");
     }
 
     #[test]

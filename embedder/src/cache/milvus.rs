@@ -69,6 +69,8 @@ pub struct MilvusCache {
     ttl: Duration,
     metrics: Metrics,
     last_error: Mutex<Option<String>>,
+    /// `cache.max_entry_bytes`: the server owns storage, but what one entry may cost is ours.
+    max_entry_bytes: usize,
 }
 
 impl MilvusCache {
@@ -82,7 +84,12 @@ impl MilvusCache {
     pub fn new(settings: MilvusSettings, threshold: f32, ttl: Duration, metrics: Metrics) -> MilvusCache {
         let connection = Connection { client: None, retry_at: Instant::now(), backoff: BACKOFF_MIN };
         let link = Arc::new(Link { settings, connection: RwLock::new(connection), reconnecting: Default::default() });
-        MilvusCache { link, threshold, ttl, metrics, last_error: Mutex::new(None) }
+        MilvusCache { link, threshold, ttl, metrics, last_error: Mutex::new(None), max_entry_bytes: usize::MAX }
+    }
+
+    /// Entries estimated ([`super::entry_bytes`]) over `max` are not stored (`too_large`).
+    pub fn with_max_entry_bytes(self, max: usize) -> MilvusCache {
+        MilvusCache { max_entry_bytes: max, ..self }
     }
 
     pub fn settings(&self) -> &MilvusSettings {
@@ -137,7 +144,8 @@ impl MilvusCache {
     /// error (already counted).
     pub async fn insert(&self, partition: Partition, fingerprint: Fingerprint, text: String, embedding: Vec<f32>, completion: Vec<u8>, now: Instant) -> Result<Option<Skipped>, ()> {
         let Ok(completion) = String::from_utf8(completion) else { return Ok(Some(Skipped::NotUtf8)) };
-        if completion.len() > MAX_VARCHAR || text.len() > MAX_VARCHAR {
+        let bytes = super::entry_bytes(&partition, text.len(), completion.len(), embedding.len());
+        if completion.len() > MAX_VARCHAR || text.len() > MAX_VARCHAR || bytes > self.max_entry_bytes {
             return Ok(Some(Skipped::TooLarge));
         }
         let result = self.try_insert(partition, fingerprint, text, embedding, completion, now).await;

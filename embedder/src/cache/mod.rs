@@ -119,6 +119,16 @@ fn id_from_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Op
     }
 }
 
+/// Bookkeeping per cache entry beyond its payload (the entry itself, its slots in the exact
+/// map, the expiry and eviction sets, the index row's id): a rough, fixed estimate.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// The estimated memory of one entry: prompt, answer, vector (f32), the partition (kept twice)
+/// and [`ENTRY_OVERHEAD`]. What `cache.max_bytes` and `cache.max_entry_bytes` bound.
+pub fn entry_bytes(partition: &Partition, prompt: usize, completion: usize, dim: usize) -> usize {
+    prompt + completion + dim * size_of::<f32>() + 2 * (partition.tenant.len() + partition.model.len()) + ENTRY_OVERHEAD
+}
+
 /// What the cache holds, for the admin API.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Stats {
@@ -128,6 +138,8 @@ pub struct Stats {
     pub tenants: usize,
     /// Bytes of prompt texts and answers (vectors and index not counted).
     pub payload_bytes: usize,
+    /// Estimated memory of the entries ([`entry_bytes`]), what `cache.max_bytes` bounds.
+    pub bytes: usize,
 }
 
 /// Which tier answered.
