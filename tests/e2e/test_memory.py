@@ -84,10 +84,12 @@ def test_tickets_of_failed_answers_are_released_at_once(make_stack, tmp_path):
     wait_for(lambda: metric(v, "vane_tickets") == 0, "tickets of broken answers are released")
     assert metric(v, "vane_tickets_dropped_total", 'reason="released"') == n + 2
 
-    # Control: a good answer redeems its ticket by storing it.
+    # Control: a good answer redeems its ticket by storing it (the cache probes of chat_stored
+    # that miss are answered 503 and release theirs, so the released count is not compared).
+    stored = v.store_counts().get("stored", 0)
     v.chat_stored("What is 13 times 15?")
     assert metric(v, "vane_tickets") == 0
-    assert metric(v, "vane_tickets_dropped_total", 'reason="released"') == n + 2
+    assert v.store_counts().get("stored", 0) == stored + 1
 
 
 def test_pending_tickets_stay_within_their_byte_bound(make_stack, tmp_path):

@@ -84,7 +84,10 @@ def test_a_readable_prompt_still_gets_semantic_hits(vane):
     assert vane.chat("Who was Rome's first emperor?").cache == "hit"
 
 
-def test_a_long_document_with_another_question_at_its_end_is_a_miss(vane):
+def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack):
+    # Its own stack with a generous filter timeout: the jailbreak windows over ~280 words take a
+    # debug sidecar on a busy 2-core machine past the default 200 ms, and a fallback is no answer.
+    vane = make_stack(filter_config={"timeout_ms": 5000})
     skipped = lookups(vane, "truncated")
     first = vane.chat_stored(f"{DOC}\nSummarise the outlook in one sentence.")
     second = vane.chat(f"{DOC}\nList every cost mentioned.")

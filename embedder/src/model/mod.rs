@@ -37,7 +37,8 @@ pub struct Tokens {
 /// Counted from the tokenisation the encoder needs anyway, so it costs nothing to know.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reading {
-    /// Tokens of the whole text, special tokens aside, before truncation.
+    /// Tokens of the text, special tokens aside, before truncation (of a very long text, of the
+    /// head the tokeniser was given: 64 bytes per window token).
     pub tokens: u32,
     /// Of those, the ones the vocabulary has no entry for.
     pub unknown: u32,

@@ -12,6 +12,11 @@ use ort::value::Tensor;
 use super::{Encoder, ModelError, Reading, Tokenizer, Tokens};
 use crate::config::{Device, ModelConfig};
 
+/// The most bytes of a text the tokeniser sees per token of the window: English averages ~4,
+/// CJK 3, so a cut here leaves several windows' worth, while a 1 MiB prompt no longer costs a
+/// full tokenisation (hundreds of MiB of transient offsets and strings) to read 256 tokens.
+const BYTES_PER_WINDOW_TOKEN: usize = 64;
+
 pub struct OnnxEncoder {
     session: Session,
     tokenizer: std::sync::Arc<tokenizers::Tokenizer>,
@@ -78,6 +83,15 @@ fn environment(cfg: &ModelConfig) -> Result<&'static Environment, ModelError> {
     env.as_ref().map_err(|e| ModelError::Runtime { path: lib, message: e.to_string() })
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary, and whether anything was cut.
+fn head(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, false);
+    }
+    let end = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    (&text[..end], true)
+}
+
 impl Encoder for OnnxEncoder {
     fn dim(&self) -> usize {
         self.dim
@@ -86,13 +100,14 @@ impl Encoder for OnnxEncoder {
     fn tokenizer(&self) -> Tokenizer {
         let (tokenizer, unknown, max) = (self.tokenizer.clone(), self.unknown, self.max_tokens);
         std::sync::Arc::new(move |text: &str| {
+            let (text, cut) = head(text, max * BYTES_PER_WINDOW_TOKEN);
             let enc = tokenizer.encode(text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
             let ids = enc.get_ids();
             let special = enc.get_special_tokens_mask();
             let reading = Reading {
                 tokens: special.iter().filter(|&&s| s == 0).count() as u32,
                 unknown: ids.iter().zip(special).filter(|&(&id, &s)| s == 0 && Some(id) == unknown).count() as u32,
-                truncated: ids.len() > max,
+                truncated: cut || ids.len() > max,
             };
             if ids.len() <= max {
                 return Ok(Tokens { ids: ids.to_vec(), reading });
@@ -134,5 +149,17 @@ impl Encoder for OnnxEncoder {
             return Err(ModelError::Inference(format!("unexpected output shape {out_shape:?}")));
         }
         Ok(data.chunks(dim).map(<[f32]>::to_vec).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head;
+
+    #[test]
+    fn the_tokeniser_sees_a_bounded_head_cut_at_a_character() {
+        assert_eq!(head("short", 64), ("short", false));
+        assert_eq!(head("秦朝秦朝", 7), ("秦朝", true), "3-byte characters are never split");
+        assert_eq!(head(&"x".repeat(100), 10), ("xxxxxxxxxx", true));
     }
 }
