@@ -272,9 +272,11 @@ Vane is up: Envoy on 127.0.0.1:{stack.envoy_port} -> sidecar 127.0.0.1:{stack.si
 mock models: math-model :{stack.models['math-model']}, general-model :{stack.models['general-model']} ({args.delay}s per answer)
 logs: {stack.dir}
 
-Try it (run it twice: the second answer comes from the cache):
+Try it (run it twice: the second answer comes from the cache; requests without a credential
+are never cached, so each key is a cache tenant of its own):
 
   curl -si http://127.0.0.1:{stack.envoy_port}/v1/chat/completions -H 'content-type: application/json' \\
+    -H 'authorization: Bearer sk-demo' \\
     -d '{{"model":"auto","messages":[{{"role":"user","content":"What is the integral of x squared?"}}]}}'
 
 Press Ctrl-C to stop.""", flush=True)
