@@ -88,12 +88,12 @@ def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack):
     # Its own stack with a generous filter timeout: the jailbreak windows over ~280 words take a
     # debug sidecar on a busy 2-core machine past the default 200 ms, and a fallback is no answer.
     vane = make_stack(filter_config={"timeout_ms": 5000})
-    skipped = lookups(vane, "truncated")
     first = vane.chat_stored(f"{DOC}\nSummarise the outlook in one sentence.")
+    skipped = lookups(vane, "truncated")  # after the store: chat_stored's probes may count too
     second = vane.chat(f"{DOC}\nList every cost mentioned.")
     assert second.status == 200 and second.cache == "miss", second
     assert "List every cost mentioned." in second.content, second
-    assert lookups(vane, "truncated") == skipped + 2  # the first (a miss) and the second
+    assert lookups(vane, "truncated") == skipped + 1
     repeat = vane.chat(f"{DOC}\nSummarise the outlook in one sentence.")
     assert repeat.cache == "hit" and repeat.body == first.body, repeat
 
