@@ -8,7 +8,8 @@
 //! window, at both stages, so a flood of long prompts (hundreds of windows) never delays the
 //! prompts of other requests by more than the batch already running. Within a lane jobs keep
 //! their order: a request's windows finish together, which is what a deadline wants (round
-//! robin between long requests would make all of them late). Each lane holds at most `queue`
+//! robin between long requests would make all of them late); among tokenised prompts the
+//! shortest goes first (a long prompt's 256-token pass costs many short ones'). Each lane holds at most `queue`
 //! jobs; past that a caller is answered at once with [`EmbedError::Overloaded`] (a request's
 //! windows are admitted all or none). Jobs whose caller left are skipped.
 
@@ -73,9 +74,11 @@ enum Popped<T> {
 /// such pass (~5 ms for 4 windows of ~45 tokens on a quiet core), not for `max_batch` of them.
 const WINDOW_BATCH: usize = 4;
 
-/// Two FIFO lanes behind one lock; `pop` prefers the prompt lane.
+/// Two lanes behind one lock; `pop` prefers the prompt lane. FIFO, except that a prompt lane
+/// with a `cost` hands out its cheapest job first.
 struct Lanes<T> {
     state: Mutex<LaneState<T>>,
+    cost: Option<fn(&T) -> usize>,
     /// Signalled when a job arrives or the lanes close.
     arrived: Condvar,
     /// Signalled when a job leaves (room for a blocked producer).
@@ -99,8 +102,8 @@ impl<T> LaneState<T> {
 }
 
 impl<T> Lanes<T> {
-    fn new() -> Lanes<T> {
-        Lanes { state: Mutex::new(LaneState { prompt: VecDeque::new(), window: VecDeque::new(), closed: false }), arrived: Condvar::new(), left: Condvar::new() }
+    fn new(cost: Option<fn(&T) -> usize>) -> Lanes<T> {
+        Lanes { state: Mutex::new(LaneState { prompt: VecDeque::new(), window: VecDeque::new(), closed: false }), cost, arrived: Condvar::new(), left: Condvar::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, LaneState<T>> {
@@ -150,7 +153,12 @@ impl<T> Lanes<T> {
     fn pop_from(&self, windows: bool, until: Option<Instant>) -> Popped<T> {
         let mut s = self.lock();
         loop {
-            let job = match s.prompt.pop_front() {
+            let cheapest = self.cost.and_then(|cost| (0..s.prompt.len()).min_by_key(|&i| cost(&s.prompt[i])));
+            let next = match cheapest {
+                Some(i) => s.prompt.remove(i),
+                None => s.prompt.pop_front(),
+            };
+            let job = match next {
                 Some(job) => Some((Priority::Prompt, job)),
                 None if windows => s.window.pop_front().map(|job| (Priority::Window, job)),
                 None => None,
@@ -243,8 +251,10 @@ impl EmbedQueue {
     pub fn start_many(encoders: Vec<Box<dyn Encoder>>, policy: BatchPolicy, metrics: Metrics) -> EmbedQueue {
         let first = encoders.first().expect("at least one encoder");
         let (dim, tokenizer) = (first.dim(), first.tokenizer());
-        let jobs = Arc::new(Lanes::new());
-        let tokenized = Arc::new(Lanes::new());
+        let jobs = Arc::new(Lanes::new(None));
+        // Shortest prompt first: a long prompt's one pass (256 tokens) costs as much as many
+        // short ones, and every prompt waits under the same filter timeout.
+        let tokenized = Arc::new(Lanes::new(Some(|t: &Tokenized| t.ids.len())));
         // Small, so that a slow encoder pushes back into the bounded job lanes.
         let room = policy.max_batch.max(1) * encoders.len();
         {

@@ -167,7 +167,17 @@ impl Router {
                 return Ok(self.cached(hit, started));
             }
         }
-        let embedded = self.embedder.embed(req.prompt.clone()).await?;
+        let embedded = match (&self.jailbreak, &plan) {
+            (Some(j), Some(plan)) if j.late(plan).is_some() => match tokio::time::timeout_at(j.due(plan), self.embedder.embed(req.prompt.clone())).await {
+                Ok(embedded) => embedded?,
+                Err(_) => {
+                    self.metrics.safety("jailbreak", "unjudged_block");
+                    info!(request_id, signal = "jailbreak", action = "unjudged_block", reason = "no_time", "jailbreak policy");
+                    return Ok(self.decided(Action::Block(j.late(plan).unwrap_or_default()), started));
+                }
+            },
+            _ => self.embedder.embed(req.prompt.clone()).await?,
+        };
         let embedding = embedded.vector;
         // An embedding that does not stand for the whole prompt never matches, nor is matched:
         // prompts differing only where the encoder could not read them embed alike.
@@ -273,8 +283,7 @@ impl Router {
     pub async fn jailbreak_opinion(&self, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
         let Some(jailbreak) = &self.jailbreak else { return Ok(None) };
         let plan = jailbreak.plan(text, "");
-        let deadline = tokio::time::Instant::from_std(plan.made() + jailbreak.deadline());
-        let judged = jailbreak.judge(&self.embedder, &plan, Some(embedding), deadline).await?;
+        let judged = jailbreak.judge(&self.embedder, &plan, Some(embedding), jailbreak.due(&plan)).await?;
         Ok(Some((judged.score, jailbreak.decide(&judged, category).0.action())))
     }
 
@@ -282,8 +291,7 @@ impl Router {
     /// the plan was made, at the start of the Route): `Ok(flag score)` to go on, `Err(block)`.
     async fn check_jailbreak(&self, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
         let Some(jailbreak) = &self.jailbreak else { return Ok(Ok(None)) };
-        let deadline = tokio::time::Instant::from_std(plan.made() + jailbreak.deadline());
-        let judged = jailbreak.judge(&self.embedder, plan, shared, deadline).await?;
+        let judged = jailbreak.judge(&self.embedder, plan, shared, jailbreak.due(plan)).await?;
         let (outcome, label) = jailbreak.decide(&judged, category);
         if label != "allow" {
             self.metrics.safety("jailbreak", label);

@@ -288,6 +288,19 @@ impl Jailbreak {
         plan.refuse.then(|| self.unjudged_block(plan.needed, plan.words, Unjudged::OverBudget))
     }
 
+    /// When the plan's judgement is due: `deadline_ms` after it was made.
+    pub fn due(&self, plan: &Plan) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(plan.made + self.deadline)
+    }
+
+    /// The refusal for a request whose own prompt embedding was not done when its judgement was
+    /// due (`oversize: block`): waiting longer would let the filter time out and, failing open,
+    /// forward text nobody judged. `None`: keep waiting (`flag`, `allow`, a category with
+    /// detection off).
+    pub fn late(&self, plan: &Plan) -> Option<Block> {
+        (self.oversize == Oversize::Block && !self.any_off()).then(|| self.unjudged_block(plan.needed, plan.words, Unjudged::NoTime))
+    }
+
     /// Embeds the plan's windows (second lane, by `deadline`) and scores them with the prompt's
     /// shared embedding (`None`: the request has no prompt text). A window queue that is full
     /// or a deadline that passes leaves the rest unjudged; other encoder errors are errors.
