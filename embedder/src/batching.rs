@@ -1,13 +1,20 @@
 //! The encoder's threads and the queue in front of them.
 //!
-//! Callers on tokio workers send a job over a bounded queue and await a oneshot. A tokeniser
-//! thread turns texts into token ids; an encoder thread collects tokenised jobs into one batch
-//! (flushed at `max_batch` jobs, `max_batch_tokens` padded tokens, or `max_wait` after the first
-//! arrived; with no wait it takes only what is already queued) and runs the model once. A full
-//! queue is answered at once with [`EmbedError::Overloaded`]; jobs whose caller left are skipped.
+//! Callers on tokio workers queue a job and await a oneshot. A tokeniser thread turns texts into
+//! token ids; an encoder thread collects tokenised jobs into one batch (flushed at `max_batch`
+//! jobs, `max_batch_tokens` padded tokens, or `max_wait` after the first arrived; with no wait it
+//! takes only what is already queued) and runs the model once. Jobs wait in two lanes
+//! ([`Priority`]): each request's one prompt embedding is always taken before any jailbreak
+//! window, at both stages, so a flood of long prompts (hundreds of windows) never delays the
+//! prompts of other requests by more than the batch already running. Within a lane jobs keep
+//! their order: a request's windows finish together, which is what a deadline wants (round
+//! robin between long requests would make all of them late); among tokenised prompts the
+//! shortest goes first (a long prompt's 256-token pass costs many short ones'). Each lane holds at most `queue`
+//! jobs; past that a caller is answered at once with [`EmbedError::Overloaded`] (a request's
+//! windows are admitted all or none). Jobs whose caller left are skipped.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,6 +42,15 @@ pub struct Embedded {
 
 type Reply = oneshot::Sender<Result<Embedded, EmbedError>>;
 
+/// Which lane a job waits in; the first is always served first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A request's prompt (and its conversation's): one per request, on its critical path.
+    Prompt,
+    /// Jailbreak windows over long or many texts: many per request, under a deadline.
+    Window,
+}
+
 struct Job {
     text: String,
     reply: Reply,
@@ -46,6 +62,148 @@ struct Tokenized {
     reply: Reply,
 }
 
+enum Popped<T> {
+    Job(Priority, T),
+    /// Nothing to take before the deadline.
+    Empty,
+    /// Closed, and nothing left to take.
+    Closed,
+}
+
+/// Windows in one encoder pass: a prompt arriving while both encoders run windows waits for one
+/// such pass (~5 ms for 4 windows of ~45 tokens on a quiet core), not for `max_batch` of them.
+const WINDOW_BATCH: usize = 4;
+
+/// Two lanes behind one lock; `pop` prefers the prompt lane. FIFO, except that a prompt lane
+/// with a `cost` hands out its cheapest job first.
+struct Lanes<T> {
+    state: Mutex<LaneState<T>>,
+    cost: Option<fn(&T) -> usize>,
+    /// Signalled when a job arrives or the lanes close.
+    arrived: Condvar,
+    /// Signalled when a job leaves (room for a blocked producer).
+    left: Condvar,
+}
+
+struct LaneState<T> {
+    prompt: VecDeque<T>,
+    window: VecDeque<T>,
+    closed: bool,
+}
+
+impl<T> LaneState<T> {
+    fn lane(&mut self, p: Priority) -> &mut VecDeque<T> {
+        match p {
+            Priority::Prompt => &mut self.prompt,
+            Priority::Window => &mut self.window,
+        }
+    }
+
+}
+
+impl<T> Lanes<T> {
+    fn new(cost: Option<fn(&T) -> usize>) -> Lanes<T> {
+        Lanes { state: Mutex::new(LaneState { prompt: VecDeque::new(), window: VecDeque::new(), closed: false }), cost, arrived: Condvar::new(), left: Condvar::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LaneState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues all of `jobs` in lane `p` if it then holds at most `cap`, else none.
+    fn try_push(&self, p: Priority, jobs: Vec<T>, cap: usize) -> Result<(), EmbedError> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(EmbedError::Stopped);
+        }
+        if s.lane(p).len() + jobs.len() > cap {
+            return Err(EmbedError::Overloaded);
+        }
+        s.lane(p).extend(jobs);
+        drop(s);
+        self.arrived.notify_all();
+        Ok(())
+    }
+
+    /// Queues `job`, waiting while lane `p` holds `cap` or more; `false` once closed.
+    fn push_wait(&self, p: Priority, job: T, cap: usize) -> bool {
+        let mut s = self.lock();
+        while !s.closed && s.lane(p).len() >= cap {
+            s = self.left.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.closed {
+            return false;
+        }
+        s.lane(p).push_back(job);
+        drop(s);
+        self.arrived.notify_one();
+        true
+    }
+
+    /// The next job and its lane (prompt lane first), waiting until `until` (forever when
+    /// `None`); `None` on timeout, or once the lanes are closed and empty.
+    fn pop(&self, until: Option<Instant>) -> Option<(Priority, T)> {
+        match self.pop_from(true, until) {
+            Popped::Job(p, job) => Some((p, job)),
+            Popped::Empty | Popped::Closed => None,
+        }
+    }
+
+    /// Like [`Lanes::pop`], taking from the window lane only when `windows`.
+    fn pop_from(&self, windows: bool, until: Option<Instant>) -> Popped<T> {
+        let mut s = self.lock();
+        loop {
+            let cheapest = self.cost.and_then(|cost| (0..s.prompt.len()).min_by_key(|&i| cost(&s.prompt[i])));
+            let next = match cheapest {
+                Some(i) => s.prompt.remove(i),
+                None => s.prompt.pop_front(),
+            };
+            let job = match next {
+                Some(job) => Some((Priority::Prompt, job)),
+                None if windows => s.window.pop_front().map(|job| (Priority::Window, job)),
+                None => None,
+            };
+            if let Some((p, job)) = job {
+                drop(s);
+                self.left.notify_one();
+                return Popped::Job(p, job);
+            }
+            if s.closed {
+                return Popped::Closed;
+            }
+            s = match until {
+                None => self.arrived.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    let wait = t.saturating_duration_since(Instant::now());
+                    if wait.is_zero() {
+                        return Popped::Empty;
+                    }
+                    self.arrived.wait_timeout(s, wait).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// What is queued now, without waiting (the window lane only when `windows`).
+    fn try_pop(&self, windows: bool) -> Option<(Priority, T)> {
+        match self.pop_from(windows, Some(Instant::now())) {
+            Popped::Job(p, job) => Some((p, job)),
+            Popped::Empty | Popped::Closed => None,
+        }
+    }
+
+    fn len(&self, p: Priority) -> usize {
+        self.lock().lane(p).len()
+    }
+
+    /// Wakes everyone; queued jobs are still handed out, new ones refused.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.arrived.notify_all();
+        self.left.notify_all();
+    }
+}
+
 /// When the encoder thread stops collecting and runs a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
@@ -54,7 +212,7 @@ pub struct BatchPolicy {
     pub max_batch_tokens: usize,
     /// How long the first job of a batch may wait for company.
     pub max_wait: Duration,
-    /// Jobs waiting for the tokeniser; more are refused as overload.
+    /// Jobs waiting for the tokeniser, per lane; more are refused as overload.
     pub queue: usize,
 }
 
@@ -64,10 +222,22 @@ impl BatchPolicy {
     }
 }
 
+/// Closes the job lanes when the last [`EmbedQueue`] clone goes, which stops the threads.
+struct Feed {
+    jobs: Arc<Lanes<Job>>,
+    cap: usize,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.jobs.close();
+    }
+}
+
 /// Cheap to clone; all clones feed the same encoder threads.
 #[derive(Clone)]
 pub struct EmbedQueue {
-    tx: SyncSender<Job>,
+    feed: Arc<Feed>,
     dim: usize,
 }
 
@@ -81,64 +251,96 @@ impl EmbedQueue {
     pub fn start_many(encoders: Vec<Box<dyn Encoder>>, policy: BatchPolicy, metrics: Metrics) -> EmbedQueue {
         let first = encoders.first().expect("at least one encoder");
         let (dim, tokenizer) = (first.dim(), first.tokenizer());
-        let (tx, jobs) = mpsc::sync_channel(policy.queue.max(1));
-        // Small, so that a slow encoder pushes back into the bounded queue above.
-        let (tokenized_tx, tokenized) = mpsc::sync_channel(policy.max_batch.max(1) * encoders.len());
-        thread::Builder::new()
-            .name("vane-tokenizer".into())
-            .spawn(move || tokenize(tokenizer, jobs, tokenized_tx))
-            .expect("spawning the tokenizer thread");
-        let tokenized = Arc::new(Mutex::new(tokenized));
+        let jobs = Arc::new(Lanes::new(None));
+        // Shortest prompt first: a long prompt's one pass (256 tokens) costs as much as many
+        // short ones, and every prompt waits under the same filter timeout.
+        let tokenized = Arc::new(Lanes::new(Some(|t: &Tokenized| t.ids.len())));
+        // Small, so that a slow encoder pushes back into the bounded job lanes.
+        let room = policy.max_batch.max(1) * encoders.len();
+        {
+            let (jobs, tokenized) = (jobs.clone(), tokenized.clone());
+            thread::Builder::new()
+                .name("vane-tokenizer".into())
+                .spawn(move || tokenize(tokenizer, &jobs, &tokenized, room))
+                .expect("spawning the tokenizer thread");
+        }
+        let turn = Arc::new(Mutex::new(()));
         for (i, encoder) in encoders.into_iter().enumerate() {
-            let (tokenized, metrics) = (tokenized.clone(), metrics.clone());
+            let (tokenized, turn, metrics) = (tokenized.clone(), turn.clone(), metrics.clone());
             thread::Builder::new()
                 .name(format!("vane-encoder-{i}"))
-                .spawn(move || run(encoder, &tokenized, policy, metrics))
+                .spawn(move || run(encoder, &tokenized, &turn, policy, metrics))
                 .expect("spawning an encoder thread");
         }
-        EmbedQueue { tx, dim }
+        EmbedQueue { feed: Arc::new(Feed { jobs, cap: policy.queue.max(1) }), dim }
     }
 
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Embeds one text in the prompt lane.
     pub async fn embed(&self, text: String) -> Result<Embedded, EmbedError> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { text, reply }) {
-            Ok(()) => rx.await.map_err(|_| EmbedError::Stopped)?,
-            Err(TrySendError::Full(_)) => Err(EmbedError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Err(EmbedError::Stopped),
-        }
+        self.feed.jobs.try_push(Priority::Prompt, vec![Job { text, reply }], self.feed.cap)?;
+        rx.await.map_err(|_| EmbedError::Stopped)?
     }
 
-    /// Embeds several texts, queued together so that they share batches.
-    pub async fn embed_all(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EmbedError> {
-        let mut pending = Vec::with_capacity(texts.len());
-        for text in texts {
-            let (reply, rx) = oneshot::channel();
-            match self.tx.try_send(Job { text, reply }) {
-                Ok(()) => pending.push(rx),
-                Err(TrySendError::Full(_)) => return Err(EmbedError::Overloaded),
-                Err(TrySendError::Disconnected(_)) => return Err(EmbedError::Stopped),
+    /// Embeds jailbreak windows in the window lane (all admitted, or [`EmbedError::Overloaded`]),
+    /// waiting for them until `deadline`: a window not done by then is `None`, and is dropped
+    /// from the queue (the threads skip jobs whose caller left).
+    pub async fn embed_windows(&self, texts: Vec<String>, deadline: tokio::time::Instant) -> Result<Vec<Option<Vec<f32>>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (jobs, mut pending): (Vec<Job>, Vec<_>) = texts
+            .into_iter()
+            .map(|text| {
+                let (reply, rx) = oneshot::channel();
+                (Job { text, reply }, rx)
+            })
+            .unzip();
+        self.feed.jobs.try_push(Priority::Window, jobs, self.feed.cap)?;
+        let mut out = Vec::with_capacity(pending.len());
+        for rx in pending.iter_mut() {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(result)) => out.push(Some(result?.vector)),
+                Ok(Err(_)) => return Err(EmbedError::Stopped),
+                Err(_) => break,
             }
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for rx in pending {
-            out.push(rx.await.map_err(|_| EmbedError::Stopped)??);
+        // Past the deadline: keep any later window that happens to be done already.
+        for rx in pending.iter_mut().skip(out.len()) {
+            out.push(match rx.try_recv() {
+                Ok(result) => Some(result?.vector),
+                Err(_) => None,
+            });
         }
         Ok(out)
     }
 }
 
-fn tokenize(tokenizer: Tokenizer, jobs: Receiver<Job>, out: SyncSender<Tokenized>) {
-    while let Ok(job) = jobs.recv() {
+/// Tokenises jobs, prompts first, into lanes of `room` jobs each: a slow encoder pushes back into
+/// the bounded job lanes (and so into overload), never into an unbounded backlog.
+fn tokenize(tokenizer: Tokenizer, jobs: &Lanes<Job>, out: &Lanes<Tokenized>, room: usize) {
+    loop {
+        // A window is taken only when the encoders' window lane has room (this thread is its
+        // only producer, so the push below cannot block); meanwhile prompts still pass. The full
+        // lane is looked at again each millisecond.
+        let windows = out.len(Priority::Window) < room;
+        let until = (!windows).then(|| Instant::now() + Duration::from_millis(1));
+        let (priority, job) = match jobs.pop_from(windows, until) {
+            Popped::Job(p, job) => (p, job),
+            Popped::Empty => continue,
+            Popped::Closed => break,
+        };
         if job.reply.is_closed() {
             continue;
         }
         match tokenizer(&job.text) {
             Ok(tokens) => {
-                if out.send(Tokenized { ids: tokens.ids, reading: tokens.reading, reply: job.reply }).is_err() {
+                let t = Tokenized { ids: tokens.ids, reading: tokens.reading, reply: job.reply };
+                if !out.push_wait(priority, t, room) {
                     return;
                 }
             }
@@ -147,31 +349,36 @@ fn tokenize(tokenizer: Tokenizer, jobs: Receiver<Job>, out: SyncSender<Tokenized
             }
         }
     }
+    out.close();
 }
 
-fn run(mut encoder: Box<dyn Encoder>, rx: &Mutex<Receiver<Tokenized>>, policy: BatchPolicy, metrics: Metrics) {
-    while let Some(batches) = collect(rx, policy) {
+fn run(mut encoder: Box<dyn Encoder>, lanes: &Lanes<Tokenized>, turn: &Mutex<()>, policy: BatchPolicy, metrics: Metrics) {
+    while let Some(batches) = collect(lanes, turn, policy) {
         for jobs in batches {
             run_batch(encoder.as_mut(), jobs, &metrics);
         }
     }
 }
 
-/// The next batch, taken while holding the queue (a job that would break the token budget goes
-/// in a batch of its own, after); `None` once the queue is closed.
-fn collect(rx: &Mutex<Receiver<Tokenized>>, policy: BatchPolicy) -> Option<Vec<Vec<Tokenized>>> {
-    let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-    let first = rx.recv().ok()?;
+/// The next batch, collected while holding `turn` (a job that would break the token budget goes
+/// in a batch of its own, after); `None` once the lanes are closed and empty. Prompts go first and
+/// in batches of their own; windows only when no prompt waits, at most [`WINDOW_BATCH`] a pass.
+fn collect(lanes: &Lanes<Tokenized>, turn: &Mutex<()>, policy: BatchPolicy) -> Option<Vec<Vec<Tokenized>>> {
+    let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+    let (lane, first) = lanes.pop(None)?;
+    let (windows, max_batch) = match lane {
+        Priority::Prompt => (false, policy.max_batch),
+        Priority::Window => (true, policy.max_batch.min(WINDOW_BATCH)),
+    };
     let deadline = Instant::now() + policy.max_wait;
     let mut longest = first.ids.len().max(1);
     let mut jobs = vec![first];
-    while jobs.len() < policy.max_batch {
-        let next = if policy.max_wait.is_zero() {
-            rx.try_recv().ok()
-        } else {
-            rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
-        };
-        let Some(job) = next else { break };
+    while jobs.len() < max_batch {
+        let next = if policy.max_wait.is_zero() { lanes.try_pop(windows) } else { match lanes.pop_from(windows, Some(deadline)) {
+            Popped::Job(p, job) => Some((p, job)),
+            Popped::Empty | Popped::Closed => None,
+        } };
+        let Some((_, job)) = next else { break };
         longest = longest.max(job.ids.len());
         if (jobs.len() + 1) * longest > policy.max_batch_tokens {
             return Some(vec![jobs, vec![job]]);
@@ -296,5 +503,79 @@ mod tests {
         let results = embed_all(&q, vec!["a".into(); 12]).await;
         assert!(results.iter().any(|r| matches!(r, Err(EmbedError::Overloaded))), "{results:?}");
         assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    /// Records the texts in the order they were encoded (a text's ids are its bytes).
+    struct Order(Arc<Mutex<Vec<String>>>, Duration);
+
+    impl Encoder for Order {
+        fn dim(&self) -> usize {
+            2
+        }
+        fn tokenizer(&self) -> Tokenizer {
+            crate::model::byte_tokenizer()
+        }
+        fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+            std::thread::sleep(self.1);
+            let mut order = self.0.lock().unwrap();
+            order.extend(batch.iter().map(|ids| ids.iter().map(|&b| b as u8 as char).collect::<String>()));
+            Ok(batch.iter().map(|ids| vec![ids.len() as f32, 1.0]).collect())
+        }
+    }
+
+    fn far() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(60)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_prompt_queued_after_100_windows_is_answered_before_most_of_them() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let q = EmbedQueue::start(Box::new(Order(order.clone(), Duration::from_millis(10))), policy(4, 1024), Metrics::default());
+        let windows = {
+            let q = q.clone();
+            tokio::spawn(async move { q.embed_windows((0..100).map(|i| format!("w{i}")).collect(), far()).await })
+        };
+        while order.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(q.embed("prompt".into()).await.unwrap().vector, vec![6.0, 1.0]);
+        let done = windows.await.unwrap().unwrap();
+        assert!(done.iter().all(Option::is_some) && done.len() == 100);
+        let order = order.lock().unwrap();
+        let at = order.iter().position(|t| t == "prompt").unwrap();
+        // The batches already run while this test thread got to it, the one running, the windows
+        // already tokenised; without the lanes it would be 100.
+        assert!(at < 30, "the prompt was encoded after {at} of the 100 windows: {order:?}");
+        let windows: Vec<&String> = order.iter().filter(|t| *t != "prompt").collect();
+        assert!(windows.iter().zip(0..).all(|(w, i)| **w == format!("w{i}")), "windows keep their order");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windows_are_admitted_all_or_none_and_never_take_the_prompts_room() {
+        let q = EmbedQueue::start(Box::new(Order(Default::default(), Duration::from_millis(20))), policy(1, 8), Metrics::default());
+        let too_many = q.embed_windows((0..9).map(|i| format!("w{i}")).collect(), far()).await;
+        assert!(matches!(too_many, Err(EmbedError::Overloaded)), "9 windows in a lane of 8");
+        let fits = {
+            let q = q.clone();
+            tokio::spawn(async move { q.embed_windows((0..8).map(|i| format!("w{i}")).collect(), far()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(q.embed("prompt".into()).await.is_ok(), "the window lane is full, the prompt lane is not");
+        assert_eq!(fits.await.unwrap().unwrap().len(), 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windows_not_done_by_the_deadline_are_left_out_and_dropped() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let q = EmbedQueue::start(Box::new(Order(order.clone(), Duration::from_millis(20))), policy(1, 64), Metrics::default());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(70);
+        let done = q.embed_windows((0..40).map(|i| format!("w{i}")).collect(), deadline).await.unwrap();
+        assert_eq!(done.len(), 40);
+        let judged = done.iter().filter(|d| d.is_some()).count();
+        assert!((1..10).contains(&judged), "{judged} of 40 windows in 70 ms at 20 ms each");
+        assert!(done[..judged].iter().all(Option::is_some), "the first ones");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let encoded = order.lock().unwrap().len();
+        assert!(encoded < 20, "the abandoned windows are skipped, not encoded: {encoded}");
     }
 }

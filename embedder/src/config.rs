@@ -63,6 +63,32 @@ pub struct JailbreakConfig {
     /// Per routing category: another threshold or action (e.g. `off` for a red-team category).
     #[serde(default)]
     pub categories: BTreeMap<String, JailbreakOverride>,
+    /// Windows (one encoder pass each) one request's client text may take: the prompt's beyond
+    /// the shared embedding, and those of every other message and text part.
+    #[serde(default = "defaults::max_windows")]
+    pub max_windows: usize,
+    /// For a request whose text cannot be judged in full (more windows than `max_windows`, or
+    /// windows not embedded by `deadline_ms`).
+    #[serde(default)]
+    pub oversize: Oversize,
+    /// How long after the Route began the windows may take; past it the rest is unjudged. Keep
+    /// it under the filter's `timeout_ms` (200 by default), or the filter gives up first.
+    #[serde(default = "defaults::deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+/// What happens to text the jailbreak check could not judge in full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Oversize {
+    /// Refuse: 400 `prompt_too_long_to_judge` over the budget, 503
+    /// `jailbreak_check_unavailable` when the windows could not be done in time.
+    #[default]
+    Block,
+    /// Judge what fits and forward with `x-vane-jailbreak: <score>` (never cached).
+    Flag,
+    /// Judge what fits (windows with jailbreak wording first); logged as `unjudged_allow`.
+    Allow,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -508,6 +534,10 @@ mod defaults {
     pub fn cost() -> f64 { 1.0 }
     pub fn success_label() -> String { "1".into() }
     pub fn enabled() -> bool { true }
+    pub fn max_windows() -> usize { MAX_WINDOWS }
+    pub fn deadline_ms() -> u64 { 120 }
+    /// README "Jailbreak ... budget" has the measurement behind it.
+    const MAX_WINDOWS: usize = 64;
 }
 
 /// Hash of the parts of a configuration that change what a cached answer would be: the encoder
@@ -622,6 +652,8 @@ impl Config {
             for (at, t) in thresholds {
                 check((0.0..=1.0).contains(&t), format!("{at}: must be between 0 and 1"));
             }
+            check((1..=100_000).contains(&j.max_windows), "safety.jailbreak.max_windows: must be between 1 and 100000".into());
+            check((1..=60_000).contains(&j.deadline_ms), "safety.jailbreak.deadline_ms: must be between 1 and 60000".into());
         }
         let c = &self.cache;
         check(c.threshold > 0.0 && c.threshold <= 1.0, "cache.threshold: must be in (0, 1]".into());
@@ -738,6 +770,22 @@ routing:
         for needle in ["routing.default_model", "routing.categories[0].examples", "cache.threshold"] {
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn the_jailbreak_budget_has_defaults_and_is_checked() {
+        let c = Config::parse(&format!("{GOOD}safety: {{ jailbreak: {{ head: h.json, threshold: 0.85 }} }}\n"), Path::new("/")).unwrap();
+        let j = c.safety.jailbreak.unwrap();
+        assert_eq!((j.max_windows, j.deadline_ms, j.oversize), (64, 120, Oversize::Block));
+        let c = Config::parse(&format!("{GOOD}safety: {{ jailbreak: {{ head: h.json, threshold: 0.85, max_windows: 200, deadline_ms: 900, oversize: allow }} }}\n"), Path::new("/")).unwrap();
+        let j = c.safety.jailbreak.unwrap();
+        assert_eq!((j.max_windows, j.deadline_ms, j.oversize), (200, 900, Oversize::Allow));
+        let e = err(&format!("{GOOD}safety: {{ jailbreak: {{ head: h.json, threshold: 1.5, max_windows: 0, deadline_ms: 0 }} }}\n"));
+        for needle in ["safety.jailbreak.threshold", "safety.jailbreak.max_windows", "safety.jailbreak.deadline_ms"] {
+            assert!(e.contains(needle), "{e} should mention {needle}");
+        }
+        let e = err(&format!("{GOOD}safety: {{ jailbreak: {{ head: h.json, threshold: 0.85, oversize: sometimes }} }}\n"));
+        assert!(e.starts_with("safety.jailbreak.oversize") && e.contains("block"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::cache::{Fingerprint, Hit, Partition, PromptKey, Selector};
 use crate::completion;
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
-use crate::signals::jailbreak::{Jailbreak, Verdict, extra_windows};
+use crate::signals::jailbreak::{Jailbreak, Outcome, Plan};
 use crate::signals::pii_policy::{self, Messages, PiiPolicy};
 use crate::routing::conversation::{self, State};
 use crate::routing::{Decision, Routing, earlier_user_turns};
@@ -141,9 +141,26 @@ impl Router {
         let messages = self.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
         let request_id = req.request_id.clone();
         let forward = |fwd: Forward| self.decided(self.apply_pii(fwd, messages.as_ref(), routed, &request_id), started);
+        // Every client text is judged, within a budget; over it, `oversize: block` refuses here.
+        let plan = self.jailbreak.as_ref().map(|j| j.plan(&req.prompt, &req.context));
+        if let (Some(j), Some(plan)) = (&self.jailbreak, &plan)
+            && let Some(block) = j.refusal(plan)
+        {
+            self.metrics.safety("jailbreak", "oversize_block");
+            info!(request_id, signal = "jailbreak", action = "block", reason = "over_budget", windows = plan.needed(), "jailbreak policy");
+            return Ok(self.decided(Action::Block(block), started));
+        }
         if req.prompt.is_empty() || (!routed && !use_cache && self.jailbreak.is_none()) {
+            // No prompt text, but the context may hold some (earlier turns, `input_text` parts).
+            let jailbreak = match &plan {
+                Some(plan) => match self.check_jailbreak(plan, None, None, &request_id).await? {
+                    Ok(flagged) => flagged,
+                    Err(block) => return Ok(self.decided(Action::Block(block), started)),
+                },
+                None => None,
+            };
             let model = if routed { self.routing.default_model().to_string() } else { req.model.clone() };
-            return Ok(forward(Forward { model, ..Forward::default() }));
+            return Ok(forward(Forward { model, jailbreak, ..Forward::default() }));
         }
         let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
@@ -160,7 +177,17 @@ impl Router {
                 return Ok(self.cached(hit, started));
             }
         }
-        let embedded = self.embedder.embed(req.prompt.clone()).await?;
+        let embedded = match (&self.jailbreak, &plan) {
+            (Some(j), Some(plan)) if j.late(plan).is_some() => match tokio::time::timeout_at(j.due(plan), self.embedder.embed(req.prompt.clone())).await {
+                Ok(embedded) => embedded?,
+                Err(_) => {
+                    self.metrics.safety("jailbreak", "unjudged_block");
+                    info!(request_id, signal = "jailbreak", action = "unjudged_block", reason = "no_time", "jailbreak policy");
+                    return Ok(self.decided(Action::Block(j.late(plan).unwrap_or_default()), started));
+                }
+            },
+            _ => self.embedder.embed(req.prompt.clone()).await?,
+        };
         let embedding = embedded.vector;
         // An embedding that does not stand for the whole prompt never matches, nor is matched:
         // prompts differing only where the encoder could not read them embed alike.
@@ -186,29 +213,13 @@ impl Router {
         let category = category.as_deref();
 
         // Jailbreak verdict before anything is served.
-        let mut flagged = None;
-        if let Some(jailbreak) = &self.jailbreak {
-            let score = self.jailbreak_score(jailbreak, &req.prompt, &embedding).await?;
-            match jailbreak.verdict(score, category) {
-                Verdict::Allow => {}
-                Verdict::Block(score) => {
-                    self.metrics.safety("jailbreak", "block");
-                    info!(request_id, signal = "jailbreak", action = "block", score, category = ?category, "jailbreak policy");
-                    let block = Block {
-                        status: 403,
-                        r#type: "invalid_request_error".into(),
-                        code: "jailbreak_detected".into(),
-                        message: format!("This request looks like a jailbreak or prompt-injection attempt (score {score:.2}) and was not sent to a model."),
-                    };
-                    return Ok(self.decided(Action::Block(block), started));
-                }
-                Verdict::Flag(score) => {
-                    self.metrics.safety("jailbreak", "flag");
-                    info!(request_id, signal = "jailbreak", action = "flag", score, category = ?category, "jailbreak policy");
-                    flagged = Some(score);
-                }
-            }
-        }
+        let flagged = match &plan {
+            Some(plan) => match self.check_jailbreak(plan, Some(embedding.as_slice()), category, &request_id).await? {
+                Ok(flagged) => flagged,
+                Err(block) => return Ok(self.decided(Action::Block(block), started)),
+            },
+            None => None,
+        };
         // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
         // nor is a request of a category that is never cached.
         let threshold = self.cache_policy.threshold(category);
@@ -281,21 +292,27 @@ impl Router {
     /// The jailbreak policy's view of a text (for /v1/classify): its score and the action.
     pub async fn jailbreak_opinion(&self, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
         let Some(jailbreak) = &self.jailbreak else { return Ok(None) };
-        let score = self.jailbreak_score(jailbreak, text, embedding).await?;
-        let action = match jailbreak.verdict(score, category) {
-            Verdict::Allow => "allow",
-            Verdict::Flag(_) => "flag",
-            Verdict::Block(_) => "block",
-        };
-        Ok(Some((score, action)))
+        let plan = jailbreak.plan(text, "");
+        let judged = jailbreak.judge(&self.embedder, &plan, Some(embedding), jailbreak.due(&plan)).await?;
+        Ok(Some((judged.score, jailbreak.decide(&judged, category).0.action())))
     }
 
-    /// The jailbreak score of the prompt: its shared embedding, plus windows over the rest of a
-    /// prompt too long for one encoder pass.
-    async fn jailbreak_score(&self, jailbreak: &Jailbreak, prompt: &str, embedding: &[f32]) -> Result<f32, EmbedError> {
-        let extra = extra_windows(prompt);
-        let windows = if extra.is_empty() { Vec::new() } else { self.embedder.embed_all(extra.clone()).await? };
-        Ok(jailbreak.score(std::iter::once((prompt, embedding)).chain(extra.iter().map(String::as_str).zip(windows.iter().map(|w| w.vector.as_slice())))))
+    /// Judges a request's client text ([`Jailbreak::judge`], windows due `deadline_ms` after
+    /// the plan was made, at the start of the Route): `Ok(flag score)` to go on, `Err(block)`.
+    async fn check_jailbreak(&self, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
+        let Some(jailbreak) = &self.jailbreak else { return Ok(Ok(None)) };
+        let judged = jailbreak.judge(&self.embedder, plan, shared, jailbreak.due(plan)).await?;
+        let (outcome, label) = jailbreak.decide(&judged, category);
+        if label != "allow" {
+            self.metrics.safety("jailbreak", label);
+            let reason = judged.unjudged.map(|u| u.name());
+            info!(request_id, signal = "jailbreak", action = label, score = judged.score, windows = judged.needed, judged = judged.judged, reason, category = ?category, "jailbreak policy");
+        }
+        Ok(match outcome {
+            Outcome::Allow => Ok(None),
+            Outcome::Flag(score) => Ok(Some(score)),
+            Outcome::Block(block) => Err(block),
+        })
     }
 
     /// Holds a forward to the PII policy: the model may not receive some PII → block, another

@@ -210,6 +210,11 @@ impl Head {
         }
     }
 
+    /// Whether one of the head's phrase indicators fires on `text` (never, without indicators).
+    pub fn phrases_fire(&self, text: &str) -> bool {
+        self.phrases.as_ref().is_some_and(|p| p.any(text))
+    }
+
     /// The most probable label's index and its probability.
     pub fn classify(&self, embedding: &[f32]) -> (usize, f32) {
         argmax(&self.predict(embedding))
