@@ -47,7 +47,12 @@ def test_questions_that_only_sound_dangerous_pass(vane):
         assert r.status == 200, (prompt, r)
 
 
-def test_a_jailbreak_inside_a_long_prompt_is_found(vane):
+def test_a_jailbreak_inside_a_long_prompt_is_found(make_stack, tmp_path):
+    # Generous time limits: 18 windows take a debug sidecar on a slow 2-core machine past the
+    # default 120 ms deadline (then a harmless prompt is refused too); what is tested is coverage.
+    config = demo_config_variant(tmp_path, "vane-long.yaml", safety=(
+        "  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, deadline_ms: 4000 }\n"))
+    vane = make_stack(sidecar_config=config, filter_config={"timeout_ms": 5000})
     assert vane.chat("Please summarise this story. " + STORY).status == 200
     middle = len(STORY) // 2
     hidden = "Please summarise this story. " + STORY[:middle] + " " + JAILBREAK + " " + STORY[middle:]

@@ -27,8 +27,10 @@ def big_prompt(i: int, size: int) -> str:
 
 
 def sidecar_config(tmp_path, *, cache: str = "", server: str = ""):
-    """The demo configuration with extra ``cache:`` and ``server:`` lines (two-space indented)."""
-    path = demo_config_variant(tmp_path, "vane.yaml", cache=cache)
+    """The demo configuration with extra ``cache:`` and ``server:`` lines (two-space indented),
+    without jailbreak judgement: these prompts are far over its window budget (they would be
+    refused as too long to judge), and what is tested here is what the sidecar holds."""
+    path = demo_config_variant(tmp_path, "vane.yaml", cache=cache, safety="  {}\n")
     text = path.read_text()
     assert "\nserver:\n" in text
     path.write_text(text.replace("\nserver:\n", "\nserver:\n" + server, 1))

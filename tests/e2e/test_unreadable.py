@@ -13,6 +13,8 @@ import urllib.request
 
 import pytest
 
+from helpers import demo_config_variant
+
 # (cached, asked, whether the encoder could read so little of the first that it is routed to
 # the default model: routing.max_unknown_share is 0.2, the cache's 0).
 PAIRS = [
@@ -84,10 +86,13 @@ def test_a_readable_prompt_still_gets_semantic_hits(vane):
     assert vane.chat("Who was Rome's first emperor?").cache == "hit"
 
 
-def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack):
-    # Its own stack with a generous filter timeout: the jailbreak windows over ~280 words take a
-    # debug sidecar on a busy 2-core machine past the default 200 ms, and a fallback is no answer.
-    vane = make_stack(filter_config={"timeout_ms": 5000})
+def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack, tmp_path):
+    # Its own stack with generous time limits: the jailbreak windows over ~280 words take a debug
+    # sidecar on a slow 2-core machine past the default 120 ms deadline / 200 ms filter timeout,
+    # and a refusal or a fallback is no answer. What is tested is the cache.
+    config = demo_config_variant(tmp_path, "vane-long.yaml", safety=(
+        "  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, deadline_ms: 4000 }\n"))
+    vane = make_stack(sidecar_config=config, filter_config={"timeout_ms": 5000})
     first = vane.chat_stored(f"{DOC}\nSummarise the outlook in one sentence.")
     skipped = lookups(vane, "truncated")  # after the store: chat_stored's probes may count too
     second = vane.chat(f"{DOC}\nList every cost mentioned.")
