@@ -94,3 +94,14 @@ def test_a_cached_answer_never_carries_one_tenants_pii_to_another(make_stack, tm
     assert b.status == 200 and b.cache == "miss", b
     a_again = v.chat(question, model="math-model")
     assert a_again.cache == "hit", a_again
+
+
+def test_pii_in_an_input_text_part_is_seen(pii_stack):
+    # The text parts are the prompt; an `input_text` part reaches the model too.
+    v = pii_stack("block")
+    body = chat_body("When did the First World War begin?", model="general-model")
+    body["messages"][-1]["content"] = [{"type": "text", "text": "When did the First World War begin?"},
+                                       {"type": "input_text", "text": "My card is 4111 1111 1111 1111."}]
+    r = v.post(body)
+    assert r.status == 403 and r.json()["error"]["code"] == "pii_not_allowed", r
+    assert v.upstream_count() == 0

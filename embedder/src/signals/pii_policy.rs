@@ -154,14 +154,17 @@ impl Messages {
     }
 
     fn text(&self, i: usize) -> String {
-        if Some(i) == self.last_user {
-            return self.prompt.clone();
-        }
-        match self.messages.get(i).and_then(|m| m.get("content")) {
+        let own = match self.messages.get(i).and_then(|m| m.get("content")) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"),
             _ => String::new(),
+        };
+        if Some(i) != self.last_user {
+            return own;
         }
+        // The prompt (the message's `text` parts), then what the context kept of the message:
+        // `input_text` and other parts with text reach the model too.
+        if own.is_empty() { self.prompt.clone() } else { format!("{}\n{own}", self.prompt) }
     }
 
     /// The messages with every finding of a `hide` type replaced by its placeholder.
@@ -172,10 +175,14 @@ impl Messages {
             let Some(msg) = out.get_mut(*i).and_then(Value::as_object_mut) else { continue };
             if Some(*i) == self.last_user {
                 // The context holds the prompt's non-text parts; the text goes back in front.
-                let text = Value::String(redact(&self.prompt, &keep));
+                // Findings past the prompt are in those parts (`text` above puts them after it).
+                let in_prompt: Vec<&Finding> = keep.iter().copied().filter(|f| f.end <= self.prompt.len()).collect();
+                let text = Value::String(redact(&self.prompt, &in_prompt));
                 let content = match msg.get("content") {
                     Some(Value::Array(rest)) if !rest.is_empty() => {
-                        Value::Array(std::iter::once(json!({"type": "text", "text": text})).chain(rest.iter().cloned()).collect())
+                        let mut rest = rest.clone();
+                        redact_parts(&mut rest, hide);
+                        Value::Array(std::iter::once(json!({"type": "text", "text": text})).chain(rest).collect())
                     }
                     _ => text,
                 };
@@ -187,19 +194,21 @@ impl Messages {
             }
             match msg.get_mut("content") {
                 Some(Value::String(s)) => *s = redact(s, &keep),
-                Some(Value::Array(parts)) => {
-                    // Findings were located in the parts joined by newlines: redact part by part.
-                    for part in parts.iter_mut() {
-                        if let Some(Value::String(t)) = part.get_mut("text") {
-                            let found: Vec<Finding> = pii::detect(t).into_iter().filter(|f| hide.contains(&f.kind)).collect();
-                            *t = redact(t, &found.iter().collect::<Vec<_>>());
-                        }
-                    }
-                }
+                Some(Value::Array(parts)) => redact_parts(parts, hide),
                 _ => {}
             }
         }
         out
+    }
+}
+
+/// Findings were located in the parts joined by newlines: redact part by part.
+fn redact_parts(parts: &mut [Value], hide: &BTreeSet<PiiType>) {
+    for part in parts {
+        if let Some(Value::String(t)) = part.get_mut("text") {
+            let found: Vec<Finding> = pii::detect(t).into_iter().filter(|f| hide.contains(&f.kind)).collect();
+            *t = redact(t, &found.iter().collect::<Vec<_>>());
+        }
     }
 }
 
@@ -294,6 +303,24 @@ mod tests {
         assert_eq!(msgs[2]["content"], "noted");
         assert_eq!(msgs[3]["content"][0], json!({"type": "text", "text": "mail bob@example.org or [CREDIT_CARD]"}));
         assert_eq!(msgs[3]["content"][1]["type"], "image_url");
+    }
+
+    #[test]
+    fn input_text_parts_of_the_last_user_message_are_scanned_and_redacted() {
+        // The filter keeps every part but the `text` ones in the context: an `input_text` part
+        // reaches the model as well, so its PII counts and is redacted in place.
+        let ctx = json!({"messages": [{"role": "user", "content": [{"type": "input_text", "text": "card 4111 1111 1111 1111"}]}]});
+        let m = Messages::parse(&ctx.to_string(), "mail bob@example.org");
+        let (o, counts) = policy("redact").check("cloud", &m, true, COST);
+        assert_eq!(counts.get(&PiiType::CreditCard), Some(&1));
+        let Outcome::Redact { patch, types } = o else { panic!("{o:?}") };
+        assert_eq!(types, vec![PiiType::CreditCard]);
+        assert_eq!(
+            patch["messages"][0]["content"],
+            json!([{"type": "text", "text": "mail bob@example.org"}, {"type": "input_text", "text": "card [CREDIT_CARD]"}])
+        );
+        let only_parts = Messages::parse(&ctx.to_string(), "");
+        assert!(matches!(policy("block").check("cloud", &only_parts, true, COST).0, Outcome::Block { .. }), "no prompt text, still seen");
     }
 
     #[test]
