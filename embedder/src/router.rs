@@ -247,10 +247,10 @@ impl Router {
             }
         }
 
-        // Stored for the exact tier only when its embedding does not stand for the prompt.
-        let semantic_key = unread.is_none().then(|| embedding.clone());
+        // Stored for the exact tier only (no semantic key) when its embedding does not stand for
+        // the prompt.
         if !routed {
-            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()).unwrap_or_default() } else { String::new() };
+            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
             return Ok(forward(Forward { model: req.model, ticket, jailbreak: flagged, ..Forward::default() }));
         }
         let routed = match routed_decision {
@@ -261,7 +261,7 @@ impl Router {
         let decision = routed.decision;
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: semantic_key }, Instant::now()).unwrap_or_default() } else { String::new() };
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
         Ok(forward(Forward { jailbreak: flagged, ..forward_of(decision, ticket) }))
     }
 
