@@ -86,7 +86,7 @@ class Stack:
         # Envoy's slow-client bounds (seconds): the template's defaults, shorter in their tests.
         self.timeouts = {"REQUEST_HEADERS_TIMEOUT": request_headers_timeout, "REQUEST_TIMEOUT": request_timeout,
                          "STREAM_IDLE_TIMEOUT": stream_idle_timeout}
-        self.embedder_bin = Path(os.environ.get("VANE_EMBEDDER", ROOT / "target" / profile / "vane-embedder"))
+        self.embedder_bin = Path(os.environ.get("VANE_EMBEDDER", ROOT / "target" / profile / "vane-sidecar"))
         self.wasm = Path(os.environ.get("VANE_WASM", ROOT / "target" / "wasm32-wasip1" / "wasm" / "vane_filter.wasm"))
         self.dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="vane-stack-"))
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
-use vane_embedder::batching::{BatchPolicy, EmbedQueue};
-use vane_embedder::config::Config;
-use vane_embedder::metrics::Metrics;
-use vane_embedder::model::onnx::OnnxEncoder;
-use vane_embedder::router::Router;
-use vane_embedder::server::RouterService;
+use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
+use vane_sidecar::config::Config;
+use vane_sidecar::metrics::Metrics;
+use vane_sidecar::model::onnx::OnnxEncoder;
+use vane_sidecar::router::Router;
+use vane_sidecar::server::RouterService;
 use vane_proto::v1::RouteRequest;
 use vane_proto::v1::router_client::RouterClient;
 

@@ -14,14 +14,14 @@ use clap::{Parser, Subcommand};
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
-use vane_embedder::admin::{self, AdminState};
-use vane_embedder::batching::{BatchPolicy, EmbedQueue};
-use vane_embedder::commands::{self, EvalArgs, EvalCacheArgs, ReadArgs, TrainArgs};
-use vane_embedder::config::Config;
-use vane_embedder::metrics::Metrics;
-use vane_embedder::model::onnx::OnnxEncoder;
-use vane_embedder::router::Router;
-use vane_embedder::server::RouterService;
+use vane_sidecar::admin::{self, AdminState};
+use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
+use vane_sidecar::commands::{self, EvalArgs, EvalCacheArgs, ReadArgs, TrainArgs};
+use vane_sidecar::config::Config;
+use vane_sidecar::metrics::Metrics;
+use vane_sidecar::model::onnx::OnnxEncoder;
+use vane_sidecar::router::Router;
+use vane_sidecar::server::RouterService;
 
 #[derive(Parser)]
 #[command(name = "vane-embedder", about = "The Vane sidecar: semantic routing and caching for LLM traffic")]

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vane_embedder::cache::backend::CacheBackend;
-use vane_embedder::cache::{Fingerprint, Partition, PromptKey, Selector, Tier};
-use vane_embedder::config::{Backend, CacheConfig, Consistency};
-use vane_embedder::metrics::Metrics;
+use vane_sidecar::cache::backend::CacheBackend;
+use vane_sidecar::cache::{Fingerprint, Partition, PromptKey, Selector, Tier};
+use vane_sidecar::config::{Backend, CacheConfig, Consistency};
+use vane_sidecar::metrics::Metrics;
 
 const DIM: usize = 4;
 

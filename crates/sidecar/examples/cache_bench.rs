@@ -22,9 +22,9 @@
 use std::time::{Duration, Instant};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
-use vane_embedder::cache::index::{Flat, Graph, dot};
-use vane_embedder::cache::memory::MemoryCache;
-use vane_embedder::cache::{Fingerprint, Partition};
+use vane_sidecar::cache::index::{Flat, Graph, dot};
+use vane_sidecar::cache::memory::MemoryCache;
+use vane_sidecar::cache::{Fingerprint, Partition};
 
 const DIM: usize = 384;
 const THRESHOLD: f32 = 0.9;

@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use milvus::v2::prelude::{ClientV2, ConnectConfig, DescribeIndexRequest, FlushRequest};
-use vane_embedder::cache::milvus::{MilvusCache, MilvusSettings};
-use vane_embedder::cache::{Fingerprint, Partition, PromptKey};
-use vane_embedder::metrics::Metrics;
+use vane_sidecar::cache::milvus::{MilvusCache, MilvusSettings};
+use vane_sidecar::cache::{Fingerprint, Partition, PromptKey};
+use vane_sidecar::metrics::Metrics;
 
 const DIM: usize = 384;
 

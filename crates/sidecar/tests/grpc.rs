@@ -7,17 +7,17 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Endpoint, Server, Uri};
-use vane_embedder::batching::{BatchPolicy, EmbedQueue};
-use vane_embedder::config::Config;
-use vane_embedder::metrics::Metrics;
-use vane_embedder::model::onnx::OnnxEncoder;
-use vane_embedder::router::Router;
-use vane_embedder::server::RouterService;
+use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
+use vane_sidecar::config::Config;
+use vane_sidecar::metrics::Metrics;
+use vane_sidecar::model::onnx::OnnxEncoder;
+use vane_sidecar::router::Router;
+use vane_sidecar::server::RouterService;
 use vane_proto::v1::router_client::RouterClient;
 use vane_proto::v1::{CacheControl, ReleaseRequest, RouteDecision, RouteRequest, StoreRequest, route_decision::Action};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap().to_path_buf()
 }
 
 fn onnxruntime() -> PathBuf {
@@ -242,7 +242,7 @@ async fn a_released_ticket_is_gone() {
 #[test]
 fn device_cuda_without_the_feature_fails_loudly() {
     let mut c = config();
-    c.model.device = vane_embedder::config::Device::Cuda;
+    c.model.device = vane_sidecar::config::Device::Cuda;
     let err = OnnxEncoder::load(&c.model).err().expect("must not fall back to the CPU").to_string();
     assert!(err.contains("built without the `cuda` feature"), "{err}");
 }

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vane_embedder::batching::{BatchPolicy, EmbedQueue};
-use vane_embedder::config::Config;
-use vane_embedder::metrics::Metrics;
-use vane_embedder::model::onnx::OnnxEncoder;
-use vane_embedder::router::Router;
-use vane_embedder::signals::jailbreak::{FIRST_WINDOW_WORDS, STRIDE_WORDS, WINDOW_WORDS};
+use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
+use vane_sidecar::config::Config;
+use vane_sidecar::metrics::Metrics;
+use vane_sidecar::model::onnx::OnnxEncoder;
+use vane_sidecar::router::Router;
+use vane_sidecar::signals::jailbreak::{FIRST_WINDOW_WORDS, STRIDE_WORDS, WINDOW_WORDS};
 use vane_proto::v1::route_decision::Action;
 use vane_proto::v1::RouteRequest;
 
