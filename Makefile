@@ -53,7 +53,7 @@ wasm: toolchain
 	cargo build -p vane-filter --target wasm32-wasip1 --profile wasm
 
 sidecar:
-	cargo build -p vane-sidecar
+	cargo build -p vane-sidecar -p vane-tools
 
 lint: toolchain
 	@# The filter must never panic: clippy denies unwrap/expect/panic/indexing outside tests.
@@ -67,7 +67,7 @@ e2e: build
 	$(PY) -m pytest tests -q
 
 bench: toolchain venv models wasm
-	cargo build --release -p vane-sidecar --example route_bench --example cache_bench
+	cargo build --release -p vane-sidecar --example route_bench -p vane-cache --example cache_bench
 	$(PY) tests/bench_latency.py --profile release
 	./target/release/examples/route_bench --seconds 5 --callers 1,16,128
 	@# Embedded cache index: 10k/100k/1M entries over 1000 groups, and all in one group up to 100k.
@@ -76,14 +76,14 @@ bench: toolchain venv models wasm
 # Not part of `make bench`: loading and indexing 100k entries takes minutes. The Milvus backend's
 # correctness is in `make test` (tests/test_milvus_contract.py, tests/e2e/test_milvus.py).
 bench-milvus: venv
-	cargo build --release -p vane-sidecar --example milvus_bench
+	cargo build --release -p vane-cache --example milvus_bench
 	$(PY) tests/milvus_server.py -- ./target/release/examples/milvus_bench --entries 100000 --lookups 2000
 
 # Classifier heads over the embedding. `train` holds out 20% of each class (written to
 # target/heads/), never trains on it, and `eval` measures the head on exactly those rows.
 # Embeddings are cached in target/embeddings, so a second run skips the encoder.
-HEAD_TRAIN = cargo run --release -p vane-sidecar -- train --cache-embeddings target/embeddings --threads $(shell nproc)
-HEAD_EVAL  = cargo run --release -p vane-sidecar -- eval --cache-embeddings target/embeddings --threads $(shell nproc)
+HEAD_TRAIN = cargo run --release -p vane-tools -- train --cache-embeddings target/embeddings --threads $(shell nproc)
+HEAD_EVAL  = cargo run --release -p vane-tools -- eval --cache-embeddings target/embeddings --threads $(shell nproc)
 
 SHARED_DATA ?= ../shared/data
 
@@ -116,7 +116,7 @@ heads: venv models
 # set in config/cache_eval/, the GPTCache paraphrases and QQP dev (read from shared data, never
 # copied: non-commercial licence). docs/cache-threshold.md has the numbers. Not part of `make test`.
 PARAPHRASE ?= $(firstword $(wildcard shared/data/paraphrase ../shared/data/paraphrase /work/shared/data/paraphrase))
-CACHE_EVAL  = cargo run --release -p vane-sidecar -- eval-cache --cache-embeddings target/embeddings --threads $(shell nproc)
+CACHE_EVAL  = cargo run --release -p vane-tools -- eval-cache --cache-embeddings target/embeddings --threads $(shell nproc)
 
 cache-eval: venv models
 	$(CACHE_EVAL) --pairs config/cache_eval/traps.jsonl

@@ -1,4 +1,4 @@
-"""The cache contract suite (embedder/tests/cache_contract.rs) against a real Milvus 2.3.5: starts
+"""The cache contract suite (crates/cache/tests/cache_contract.rs) against a real Milvus 2.3.5: starts
 the server (tests/milvus_server.py) and runs the suite's Milvus half, which `cargo test` alone
 leaves ignored."""
 
@@ -25,7 +25,7 @@ def milvus(tmp_path_factory):
 
 def test_contract_suite_passes_against_milvus(milvus):
     env = dict(os.environ, VANE_MILVUS_ADDR=milvus.address, RUST_BACKTRACE="0")
-    cmd = ["cargo", "test", "-q", "-p", "vane-embedder", "--test", "cache_contract", "--", "--include-ignored", "--test-threads", "4"]
+    cmd = ["cargo", "test", "-q", "-p", "vane-cache", "--test", "cache_contract", "--", "--include-ignored", "--test-threads", "4"]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]

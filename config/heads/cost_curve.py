@@ -8,7 +8,7 @@ the routed system's accuracy (the small model's correctness where it was sent sm
 one's where sent large), accuracy kept = routed / all-large accuracy, and the expected accuracy
 of routing at random with the same share sent large. Also the head's ROC AUC.
 
-    vane-embedder eval --data HELD_OUT.jsonl --head HEAD.json --predictions-out PRED.jsonl
+    vane eval --data HELD_OUT.jsonl --head HEAD.json --predictions-out PRED.jsonl
     python3 config/heads/cost_curve.py --data HELD_OUT.jsonl --predictions PRED.jsonl [--png curve.png]
 
 Standard library only; the PNG needs matplotlib and is skipped (with a note) without it.

@@ -1,10 +1,10 @@
-//! The gRPC contract between the wasm filter and the sidecar (`vane.v1.Router`).
+//! The gRPC contract between the wasm filter and the sidecar (`vane.v1.Sidecar`).
 //!
 //! The filter (wasm32) uses only the prost messages and sends them with the host's
 //! `dispatch_grpc_call`; the sidecar enables the `grpc` feature for the tonic server.
 
 /// Full gRPC service name, as the filter passes it to `dispatch_grpc_call`.
-pub const SERVICE: &str = "vane.v1.Router";
+pub const SERVICE: &str = "vane.v1.Sidecar";
 
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/vane.v1.rs"));

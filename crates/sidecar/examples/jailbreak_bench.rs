@@ -2,7 +2,7 @@
 //! needs, and the latency of short prompts while other callers flood long ones. The data behind
 //! `safety.jailbreak.max_windows` and `deadline_ms` (README, "Jailbreak budget").
 //!
-//! `cargo run --release -p vane-embedder --example jailbreak_bench -- [--config config/vane.yaml]
+//! `cargo run --release -p vane-sidecar --example jailbreak_bench -- [--config config/vane.yaml]
 //! [--windows 16,32,64,128,256] [--reps 30] [--flood 4] [--seconds 5]`
 //!
 //! The sweep lifts the budget and the deadline so every window is embedded; the flood runs the
@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
+use vane_model::batching::{BatchPolicy, EmbedQueue};
 use vane_sidecar::config::Config;
 use vane_sidecar::metrics::Metrics;
-use vane_sidecar::model::onnx::OnnxEncoder;
-use vane_sidecar::router::Router;
-use vane_sidecar::signals::jailbreak::{FIRST_WINDOW_WORDS, STRIDE_WORDS, WINDOW_WORDS};
+use vane_model::onnx::OnnxEncoder;
+use vane_sidecar::pipeline::Pipeline;
+use vane_routing::jailbreak::{FIRST_WINDOW_WORDS, STRIDE_WORDS, WINDOW_WORDS};
 use vane_proto::v1::route_decision::Action;
 use vane_proto::v1::RouteRequest;
 
@@ -64,10 +64,10 @@ fn arg(name: &str, default: &str) -> String {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.into())
 }
 
-async fn router(config: &Config) -> anyhow::Result<Arc<Router>> {
+async fn router(config: &Config) -> anyhow::Result<Arc<Pipeline>> {
     let metrics = Metrics::default();
-    let queue = EmbedQueue::start_many(OnnxEncoder::load_all(&config.model)?, BatchPolicy::from_config(&config.model), metrics.clone());
-    Ok(Arc::new(Router::build(config, queue, metrics).await?))
+    let queue = EmbedQueue::start_many(OnnxEncoder::load_all(&config.model)?, BatchPolicy::from_config(&config.model), metrics.encoder.clone());
+    Ok(Arc::new(Pipeline::build(config, queue, metrics).await?))
 }
 
 fn outcome(d: &vane_proto::v1::RouteDecision) -> String {

@@ -2,7 +2,7 @@
 //! called by N concurrent gRPC clients with distinct short prompts (every call is a cache miss
 //! that runs the encoder and the routing decision).
 //!
-//! `cargo run --release -p vane-embedder --example route_bench -- [--seconds 5] [--callers 1,16,128] [--encoders N]`
+//! `cargo run --release -p vane-sidecar --example route_bench -- [--seconds 5] [--callers 1,16,128] [--encoders N]`
 //! prints one row per (model, batching, callers): p50/p99 latency and the sustained rate.
 
 use std::sync::Arc;
@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
-use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
+use vane_model::batching::{BatchPolicy, EmbedQueue};
 use vane_sidecar::config::Config;
 use vane_sidecar::metrics::Metrics;
-use vane_sidecar::model::onnx::OnnxEncoder;
-use vane_sidecar::router::Router;
-use vane_sidecar::server::RouterService;
+use vane_model::onnx::OnnxEncoder;
+use vane_sidecar::pipeline::Pipeline;
+use vane_sidecar::server::GrpcService;
 use vane_proto::v1::RouteRequest;
-use vane_proto::v1::router_client::RouterClient;
+use vane_proto::v1::sidecar_client::SidecarClient;
 
 const SUBJECTS: [&str; 8] = ["the derivative of x^3", "the capital of Peru", "a linked list in Rust", "the causes of the First World War", "photosynthesis", "compound interest", "the speed of sound", "a haiku about rain"];
 
@@ -41,7 +41,7 @@ async fn load(addr: std::net::SocketAddr, callers: usize, seconds: f64, counter:
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..callers {
-        let mut client = RouterClient::new(channel.clone());
+        let mut client = SidecarClient::new(channel.clone());
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
             let (mut times, mut errors) = (Vec::new(), 0);
@@ -94,14 +94,14 @@ async fn main() -> anyhow::Result<()> {
             config.cache.max_entries = 1_000_000;
             config.model.encoders = encoders.unwrap_or(config.model.encoders);
             let metrics = Metrics::default();
-            let queue = EmbedQueue::start_many(OnnxEncoder::load_all(&config.model)?, BatchPolicy::from_config(&config.model), metrics.clone());
-            let router = Arc::new(Router::build(&config, queue, metrics).await?);
+            let queue = EmbedQueue::start_many(OnnxEncoder::load_all(&config.model)?, BatchPolicy::from_config(&config.model), metrics.encoder.clone());
+            let pipeline = Arc::new(Pipeline::build(&config, queue, metrics).await?);
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let server = tokio::spawn(
                 Server::builder()
-                    .add_service(RouterService::new(router))
+                    .add_service(GrpcService::new(pipeline))
                     .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async { stopped.await.ok(); }),
             );
             load(addr, 4, 1.0, counter.clone()).await; // warm up

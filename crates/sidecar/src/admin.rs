@@ -10,10 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use crate::cache::api as cache_api;
+use crate::api::{cache, classify};
 use crate::metrics::Metrics;
-use crate::router::Router as VaneRouter;
-use crate::routing::api;
+use crate::pipeline::Pipeline;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -22,13 +21,13 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub fn routes(state: AdminState, router: Arc<VaneRouter>) -> Router {
+pub fn routes(state: AdminState, pipeline: Arc<Pipeline>) -> Router {
     let api = Router::new()
-        .route("/v1/classify", post(api::classify))
-        .route("/v1/cache/stats", get(cache_api::stats))
-        .route("/v1/cache/invalidate", post(cache_api::invalidate))
-        .route("/v1/cache/flush", post(cache_api::flush))
-        .with_state(router);
+        .route("/v1/classify", post(classify::classify))
+        .route("/v1/cache/stats", get(cache::stats))
+        .route("/v1/cache/invalidate", post(cache::invalidate))
+        .route("/v1/cache/flush", post(cache::flush))
+        .with_state(pipeline);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))

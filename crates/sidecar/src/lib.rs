@@ -1,25 +1,23 @@
-//! The Vane sidecar, organised around its seams:
-//! [`model`] (the encoder; ONNX Runtime lives only in `model::onnx`), [`batching`] (the encoder
-//! thread and its queue), [`routing`] (category, model and reasoning decision, conversations),
-//! [`cache`] (semantic cache backends), [`completion`] (what is cacheable), [`router`] (one
-//! Route call: cache tiers, then routing), [`server`] (gRPC),
-//! [`admin`] and [`metrics`] (operations), [`config`]; [`head`] (trained classifier heads over the
-//! embedding), [`dataset`] and [`eval`] (their training data and metrics).
+//! The Vane sidecar: what the filter calls, composed from the areas below it.
+//!
+//! - [`pipeline`]: one Route (jailbreak budget, cache tiers, the encoder pass, routing, PII),
+//!   Store and Release;
+//! - [`server`] (the gRPC service), [`admin`] (metrics, health) and [`api`] (`/v1/classify`,
+//!   the cache's admin API);
+//! - [`tickets`] (what Route computed, kept until Store or Release) and [`completion`] (what
+//!   answer is complete enough to cache);
+//! - [`config`] (the sections composed and checked at once) and [`metrics`] (every area's
+//!   families in one registry).
+//!
+//! The areas are crates of their own: `vane-model` (the encoder; ONNX Runtime lives only there),
+//! `vane-cache` (both backends, the guard), `vane-routing` (the decision, PII, jailbreak). The
+//! offline tools are the `vane` binary (`vane-tools`).
 
 pub mod admin;
-pub mod batching;
-pub mod cache;
-pub mod commands;
-
+pub mod api;
 pub mod completion;
 pub mod config;
-pub mod dataset;
-pub mod eval;
-pub mod head;
 pub mod metrics;
-pub mod model;
-pub mod router;
-pub mod routing;
+pub mod pipeline;
 pub mod server;
-pub mod signals;
 pub mod tickets;

@@ -1,7 +1,5 @@
-//! `vane-embedder`: the Vane sidecar. `serve` (the default) runs the gRPC router and the admin
-//! HTTP server until SIGINT/SIGTERM; `train` fits a classifier head on labelled JSONL and `eval`
-//! measures one; `eval-pii` and `eval-cache` measure the PII detector and the semantic cache;
-//! `read` measures how much of a data set the encoder's vocabulary covers.
+//! `vane-sidecar`: serves the filter over gRPC and the admin HTTP API until SIGINT/SIGTERM. The
+//! offline tools (train, eval, eval-cache, eval-pii, read) are the `vane` binary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,17 +12,16 @@ use clap::{Parser, Subcommand};
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
+use vane_model::batching::{BatchPolicy, EmbedQueue};
+use vane_model::onnx::OnnxEncoder;
 use vane_sidecar::admin::{self, AdminState};
-use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
-use vane_sidecar::commands::{self, EvalArgs, EvalCacheArgs, ReadArgs, TrainArgs};
 use vane_sidecar::config::Config;
 use vane_sidecar::metrics::Metrics;
-use vane_sidecar::model::onnx::OnnxEncoder;
-use vane_sidecar::router::Router;
-use vane_sidecar::server::RouterService;
+use vane_sidecar::pipeline::Pipeline;
+use vane_sidecar::server::GrpcService;
 
 #[derive(Parser)]
-#[command(name = "vane-embedder", about = "The Vane sidecar: semantic routing and caching for LLM traffic")]
+#[command(name = "vane-sidecar", about = "The Vane sidecar: semantic routing and caching for LLM traffic")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the router over gRPC (the default).
+    /// Serve the filter over gRPC (the default).
     Serve {
         #[arg(long, env = "VANE_CONFIG", default_value = "config/vane.yaml")]
         config: PathBuf,
@@ -43,21 +40,6 @@ enum Command {
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
-    /// Train a classifier head over the embedding from labelled JSONL; prints the held-out report.
-    Train(TrainArgs),
-    /// Measure a head on labelled JSONL; the last line is `accuracy=<x> macro_f1=<y>`.
-    Eval(EvalArgs),
-    /// Measure PII detection on presidio-shaped JSONL; the last line is `precision=<p> recall=<r>`.
-    EvalPii {
-        #[arg(long)]
-        data: PathBuf,
-    },
-    /// Measure the semantic cache's hit rule (cosine threshold + near-duplicate guard) on labelled
-    /// question pairs; the last line is `threshold=<t> precision=<p> recall=<r>` (default threshold, guard on).
-    EvalCache(EvalCacheArgs),
-    /// How much of each text the encoder can read (unknown-token share, texts past the window):
-    /// the measurement behind `cache.max_unknown_share` and `routing.max_unknown_share`.
-    Read(ReadArgs),
 }
 
 /// glibc raises its mmap threshold each time a large buffer is freed, so that later ones (a
@@ -87,11 +69,6 @@ fn main() -> ExitCode {
     });
     let result = match command {
         Command::Serve { config, grpc, admin } => serve(config, grpc, admin),
-        Command::Train(args) => commands::train(args),
-        Command::Eval(args) => commands::eval(args),
-        Command::EvalPii { data } => commands::eval_pii(&data),
-        Command::EvalCache(args) => commands::eval_cache(args),
-        Command::Read(args) => commands::read(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,37 +87,37 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
     let started = std::time::Instant::now();
     let encoders = OnnxEncoder::load_all(&config.model).context("loading the encoder")?;
     info!(model = %config.model.onnx.display(), sessions = encoders.len(), took_ms = started.elapsed().as_millis() as u64, "encoder ready");
-    let queue = EmbedQueue::start_many(encoders, BatchPolicy::from_config(&config.model), metrics.clone());
+    let queue = EmbedQueue::start_many(encoders, BatchPolicy::from_config(&config.model), metrics.encoder.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let router = Arc::new(Router::build(&config, queue, metrics.clone()).await.context("building the router")?);
+        let pipeline = Arc::new(Pipeline::build(&config, queue, metrics.clone()).await.context("building the pipeline")?);
         if let Some(every) = config.cache.snapshot.as_ref().and(std::num::NonZeroU64::new(config.cache.snapshot_interval_seconds)) {
-            let router = router.clone();
+            let pipeline = pipeline.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(every.get()));
                 tick.tick().await; // the first tick is immediate: nothing to save yet
                 loop {
                     tick.tick().await;
-                    let router = router.clone();
-                    let _ = tokio::task::spawn_blocking(move || router.save_cache()).await;
+                    let pipeline = pipeline.clone();
+                    let _ = tokio::task::spawn_blocking(move || pipeline.save_cache()).await;
                 }
             });
         }
-        let router_for_snapshot = router.clone();
+        let for_snapshot = pipeline.clone();
         let ready = Arc::new(AtomicBool::new(false));
         let admin_listener = tokio::net::TcpListener::bind(config.server.admin).await.with_context(|| format!("binding admin {}", config.server.admin))?;
         let grpc_listener = tokio::net::TcpListener::bind(config.server.grpc).await.with_context(|| format!("binding gRPC {}", config.server.grpc))?;
-        let admin = axum::serve(admin_listener, admin::routes(AdminState { metrics, ready: ready.clone() }, router.clone())).with_graceful_shutdown(shutdown());
+        let admin = axum::serve(admin_listener, admin::routes(AdminState { metrics, ready: ready.clone() }, pipeline.clone())).with_graceful_shutdown(shutdown());
         let grpc = tonic::transport::Server::builder()
-            .add_service(RouterService::new(router))
+            .add_service(GrpcService::new(pipeline))
             // Without TCP_NODELAY each small reply waits for a delayed ACK: ~40 ms per request.
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), shutdown());
         ready.store(true, Ordering::Release);
         info!(grpc = %config.server.grpc, admin = %config.server.admin, cache_epoch = %config.cache_epoch, "serving");
         let (a, g) = tokio::join!(admin, grpc);
         // Saved before reporting a server error too: the cache is still good.
-        let _ = tokio::task::spawn_blocking(move || router_for_snapshot.save_cache()).await;
+        let _ = tokio::task::spawn_blocking(move || for_snapshot.save_cache()).await;
         a.context("admin server")?;
         g.context("gRPC server")?;
         info!("stopped");
@@ -148,7 +125,6 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
     })
 }
 
-/// The configuration, with the thread override applied.
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown() {
     let term = async {

@@ -1,4 +1,4 @@
-//! The gRPC face of the sidecar (`vane.v1.Router`), and where errors become gRPC statuses.
+//! The gRPC face of the sidecar (`vane.v1.Sidecar`), and where errors become gRPC statuses.
 //!
 //! What one call may carry is capped (`server.max_route_bytes`, `server.max_store_bytes`): the
 //! decoding limit sits just above the larger cap, so tonic itself refuses anything far beyond
@@ -9,22 +9,22 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug_span, info};
-use vane_proto::v1::router_server::{Router as RouterApi, RouterServer};
+use vane_model::batching::EmbedError;
+use vane_proto::v1::sidecar_server::{Sidecar, SidecarServer};
 use vane_proto::v1::{ReleaseReply, ReleaseRequest, RouteDecision, RouteRequest, StoreReply, StoreRequest};
 
-use crate::batching::EmbedError;
-use crate::router::Router;
+use crate::pipeline::Pipeline;
 
-pub struct RouterService {
-    router: Arc<Router>,
+pub struct GrpcService {
+    pipeline: Arc<Pipeline>,
     max_route_bytes: usize,
 }
 
-impl RouterService {
-    /// The service with the router's configured caps (`server.*`).
-    pub fn new(router: Arc<Router>) -> RouterServer<RouterService> {
-        let limits = router.rpc_limits().clone();
-        RouterServer::new(RouterService { router, max_route_bytes: limits.max_route_bytes }).max_decoding_message_size(limits.max_message_bytes())
+impl GrpcService {
+    /// The service with the pipeline's configured caps (`server.*`).
+    pub fn new(pipeline: Arc<Pipeline>) -> SidecarServer<GrpcService> {
+        let limits = pipeline.rpc_limits().clone();
+        SidecarServer::new(GrpcService { pipeline, max_route_bytes: limits.max_route_bytes }).max_decoding_message_size(limits.max_message_bytes())
     }
 }
 
@@ -49,22 +49,22 @@ fn oversized(req: &RouteRequest, max: usize) -> Option<Status> {
 }
 
 #[tonic::async_trait]
-impl RouterApi for RouterService {
+impl Sidecar for GrpcService {
     async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteDecision>, Status> {
         let req = request.into_inner();
         if let Some(refused) = oversized(&req, self.max_route_bytes) {
             return Err(refused);
         }
         let span = debug_span!("route", request_id = %req.request_id, model = %req.model);
-        self.router.route(req).instrument(span).await.map(Response::new).map_err(status_of)
+        self.pipeline.route(req).instrument(span).await.map(Response::new).map_err(status_of)
     }
 
     async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreReply>, Status> {
-        Ok(Response::new(self.router.store(request.into_inner()).await))
+        Ok(Response::new(self.pipeline.store(request.into_inner()).await))
     }
 
     async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseReply>, Status> {
-        Ok(Response::new(ReleaseReply { released: self.router.release(&request.into_inner().ticket) }))
+        Ok(Response::new(ReleaseReply { released: self.pipeline.release(&request.into_inner().ticket) }))
     }
 }
 

@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cache::{Fingerprint, Partition};
+use vane_cache::{Fingerprint, Partition};
 use crate::metrics::Metrics;
 
 pub struct Pending {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Endpoint, Server, Uri};
-use vane_sidecar::batching::{BatchPolicy, EmbedQueue};
+use vane_model::batching::{BatchPolicy, EmbedQueue};
+use vane_model::onnx::OnnxEncoder;
+use vane_proto::v1::sidecar_client::SidecarClient;
 use vane_sidecar::config::Config;
 use vane_sidecar::metrics::Metrics;
-use vane_sidecar::model::onnx::OnnxEncoder;
-use vane_sidecar::router::Router;
-use vane_sidecar::server::RouterService;
-use vane_proto::v1::router_client::RouterClient;
+use vane_sidecar::pipeline::Pipeline;
+use vane_sidecar::server::GrpcService;
 use vane_proto::v1::{CacheControl, ReleaseRequest, RouteDecision, RouteRequest, StoreRequest, route_decision::Action};
 
 fn repo() -> PathBuf {
@@ -53,21 +53,21 @@ cache: {{ threshold: 0.9 }}
 {extra}"#,
         onnxruntime().display()
     );
-    Config::parse(&yaml, &repo()).expect("test config")
+    Config::from_yaml(&yaml, &repo()).expect("test config")
 }
 
-async fn client() -> RouterClient<tonic::transport::Channel> {
+async fn client() -> SidecarClient<tonic::transport::Channel> {
     client_with(config()).await
 }
 
-async fn client_with(config: Config) -> RouterClient<tonic::transport::Channel> {
+async fn client_with(config: Config) -> SidecarClient<tonic::transport::Channel> {
     assert!(config.model.onnx.exists(), "{} is missing: run `make models`", config.model.onnx.display());
     let metrics = Metrics::default();
     let encoder = OnnxEncoder::load(&config.model).expect("loading the encoder");
-    let queue = EmbedQueue::start(Box::new(encoder), BatchPolicy::from_config(&config.model), metrics.clone());
-    let router = Arc::new(Router::build(&config, queue, metrics).await.unwrap());
+    let queue = EmbedQueue::start(Box::new(encoder), BatchPolicy::from_config(&config.model), metrics.encoder.clone());
+    let pipeline = Arc::new(Pipeline::build(&config, queue, metrics).await.unwrap());
     let (client_io, server_io) = tokio::io::duplex(1 << 20);
-    tokio::spawn(Server::builder().add_service(RouterService::new(router)).serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io))));
+    tokio::spawn(Server::builder().add_service(GrpcService::new(pipeline)).serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_io))));
     let mut client_io = Some(client_io);
     let channel = Endpoint::from_static("http://in-process")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -76,14 +76,14 @@ async fn client_with(config: Config) -> RouterClient<tonic::transport::Channel> 
         }))
         .await
         .unwrap();
-    RouterClient::new(channel)
+    SidecarClient::new(channel)
 }
 
 fn ask(prompt: &str) -> RouteRequest {
     RouteRequest { model: "auto".into(), prompt: prompt.into(), context: "{}".into(), tenant: "k:a".into(), ..Default::default() }
 }
 
-async fn route(c: &mut RouterClient<tonic::transport::Channel>, req: RouteRequest) -> Action {
+async fn route(c: &mut SidecarClient<tonic::transport::Channel>, req: RouteRequest) -> Action {
     let d: RouteDecision = c.route(req).await.expect("Route").into_inner();
     d.action.expect("a decision")
 }
@@ -160,7 +160,7 @@ async fn only_complete_answers_are_stored() {
 }
 
 /// Answers `prompt` from the upstream (a Forward, stored), then returns what `next` gets.
-async fn after_storing(c: &mut RouterClient<tonic::transport::Channel>, prompt: &str, next: &str) -> (Action, Action) {
+async fn after_storing(c: &mut SidecarClient<tonic::transport::Channel>, prompt: &str, next: &str) -> (Action, Action) {
     let first = route(c, ask(prompt)).await;
     let Action::Forward(f) = &first else { panic!("expected a forward for {prompt}") };
     assert!(c.store(StoreRequest { ticket: f.ticket.clone(), response: completion("answer"), sse: false }).await.unwrap().into_inner().stored);
@@ -242,7 +242,7 @@ async fn a_released_ticket_is_gone() {
 #[test]
 fn device_cuda_without_the_feature_fails_loudly() {
     let mut c = config();
-    c.model.device = vane_sidecar::config::Device::Cuda;
+    c.model.device = vane_model::config::Device::Cuda;
     let err = OnnxEncoder::load(&c.model).err().expect("must not fall back to the CPU").to_string();
     assert!(err.contains("built without the `cuda` feature"), "{err}");
 }

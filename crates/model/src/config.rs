@@ -1,0 +1,83 @@
+//! `model:` — the encoder file, its tokenizer and window, and how it runs (threads, sessions,
+//! batching, device).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The encoder graph (see models/export.py): int8 by default, fp32 selectable.
+    pub onnx: PathBuf,
+    /// HuggingFace tokenizer.json matching the encoder.
+    pub tokenizer: PathBuf,
+    /// libonnxruntime.so; when absent, `$ORT_DYLIB_PATH`.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Longer prompts are truncated to this many tokens.
+    #[serde(default = "defaults::max_tokens")]
+    pub max_tokens: usize,
+    /// ONNX Runtime intra-op threads.
+    #[serde(default = "defaults::threads")]
+    pub threads: usize,
+    /// Encoder sessions, each on its own thread, taking turns at the batch queue: more
+    /// throughput on several cores at the same single-request latency (memory: one model each).
+    #[serde(default = "defaults::encoders")]
+    pub encoders: usize,
+    /// Most prompts embedded in one encoder pass.
+    #[serde(default = "defaults::max_batch")]
+    pub max_batch: usize,
+    /// Most padded tokens (prompts x longest prompt) in one pass.
+    #[serde(default = "defaults::max_batch_tokens")]
+    pub max_batch_tokens: usize,
+    /// How long a prompt may wait for others to share its pass (0: only those already queued).
+    #[serde(default)]
+    pub max_wait_us: u64,
+    /// Where the encoder runs: `cpu`, or `cuda` (needs the `cuda` build feature and a GPU).
+    #[serde(default)]
+    pub device: Device,
+    /// Prompts waiting for the encoder; beyond it requests get RESOURCE_EXHAUSTED (the filter fails open).
+    #[serde(default = "defaults::queue")]
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+impl ModelConfig {
+    /// Every problem with this section, each as `model.<field>: <why>`.
+    pub fn check(&self, errors: &mut Vec<String>) {
+        let mut check = |ok: bool, msg: &str| if !ok { errors.push(format!("model.{msg}")) };
+        check(self.max_tokens >= 8 && self.max_tokens <= 512, "max_tokens: must be between 8 and 512");
+        check(self.threads >= 1, "threads: must be at least 1");
+        check((1..=64).contains(&self.encoders), "encoders: must be between 1 and 64");
+        check(self.max_batch >= 1, "max_batch: must be at least 1");
+        check(self.max_batch_tokens >= self.max_tokens, "max_batch_tokens: must be at least model.max_tokens");
+        check(self.max_wait_us <= 100_000, "max_wait_us: must be at most 100000 (0.1 s)");
+        check(self.queue >= 1, "queue: must be at least 1");
+    }
+
+    /// Relative paths are taken from `base` (the directory of the config file).
+    pub fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.onnx, &mut self.tokenizer] {
+            *p = base.join(&*p);
+        }
+        if let Some(p) = &mut self.onnxruntime {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+mod defaults {
+    pub fn max_tokens() -> usize { 256 }
+    pub fn threads() -> usize { 1 }
+    pub fn encoders() -> usize { 1 }
+    pub fn max_batch() -> usize { 32 }
+    pub fn max_batch_tokens() -> usize { 8192 }
+    pub fn queue() -> usize { 1024 }
+}

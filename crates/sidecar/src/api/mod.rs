@@ -1,0 +1,17 @@
+//! The admin port's JSON API: `POST /v1/classify` ([`classify`]) and the cache's admin
+//! endpoints ([`cache`]). Errors use the OpenAI error format, as the filter's do.
+
+pub mod cache;
+pub mod classify;
+
+use axum::Json;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+pub type Reply = (StatusCode, Json<Value>);
+
+/// `{"error": {"message", "type", "param", "code"}}`; the type follows the status class.
+pub fn error(status: StatusCode, message: impl Into<String>, code: &str) -> Reply {
+    let kind = if status.is_server_error() { "server_error" } else { "invalid_request_error" };
+    (status, Json(json!({"error": {"message": message.into(), "type": kind, "param": null, "code": code}})))
+}

@@ -1,0 +1,467 @@
+//! The per-request pipeline behind the gRPC service. Route: the jailbreak budget, the exact
+//! cache tier, then one encoder pass that feeds the semantic tier, the jailbreak verdict and the
+//! routing decision ([`vane_routing::Decider`]), then the PII policy. Store caches a complete
+//! answer under the ticket Route issued; Release frees a ticket whose answer will not come.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
+
+use vane_cache::backend::CacheBackend;
+use vane_cache::guard;
+use vane_cache::memory::MemoryCache;
+use vane_cache::policy::CachePolicy;
+use vane_cache::snapshot::SnapshotError;
+use vane_cache::{CacheError, Fingerprint, Hit, Partition, PromptKey, Selector};
+use vane_model::batching::{EmbedError, EmbedQueue};
+use vane_routing::conversation::{self, State};
+use vane_routing::jailbreak::{Jailbreak, Outcome, Plan};
+use vane_routing::pii_policy::{self, Messages, PiiPolicy};
+use vane_routing::{DEFAULT_CATEGORY, Decider, Decision, RoutingError, earlier_user_turns};
+
+use crate::completion;
+use crate::config::{Config, ServerConfig};
+use crate::metrics::Metrics;
+use crate::tickets::{self, Pending, Tickets};
+
+/// Why a Store did not cache the answer: the reply's `reason` and the
+/// `vane_cache_stores_total{result}` label.
+#[derive(Debug, thiserror::Error)]
+pub enum NotStored {
+    #[error("the cache is disabled")]
+    CacheDisabled,
+    /// Never issued, already redeemed or released, or expired.
+    #[error("no such ticket")]
+    UnknownTicket,
+    #[error("the answer is over server.max_store_bytes")]
+    TooLarge,
+    /// Not a complete successful answer.
+    #[error("not cacheable: {0}")]
+    Completion(#[from] completion::Incomplete),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl NotStored {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NotStored::CacheDisabled => "cache_disabled",
+            NotStored::UnknownTicket => "unknown_ticket",
+            NotStored::TooLarge => "too_large",
+            NotStored::Completion(e) => e.label(),
+            NotStored::Cache(e) => e.reason(),
+        }
+    }
+}
+
+pub struct Pipeline {
+    decider: Decider,
+    pii: Option<PiiPolicy>,
+    jailbreak: Option<Jailbreak>,
+    embedder: EmbedQueue,
+    cache: Option<CacheBackend>,
+    cache_policy: CachePolicy,
+    /// Part of every cache key: see [`crate::config::cache_epoch`].
+    cache_epoch: String,
+    /// Where the embedded cache is saved and restored (`cache.snapshot`).
+    snapshot: Option<PathBuf>,
+    tickets: Tickets,
+    /// The per-call caps (`server.max_route_bytes`, `server.max_store_bytes`).
+    limits: ServerConfig,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    /// `config` as [`Config::load`] checked it (with its heads read).
+    pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> Result<Pipeline, RoutingError> {
+        let decider = Decider::build(&config.routing, &config.heads, &embedder).await?;
+        let cache_policy = CachePolicy::new(&config.cache);
+        // The backend returns candidates down to the loosest category's threshold; each
+        // request's own threshold is applied to the hit.
+        let c = &config.cache;
+        let cache = c.enabled.then(|| CacheBackend::build(c, cache_policy.floor(), embedder.dim(), &metrics.cache));
+        if let Some(CacheBackend::Milvus(milvus)) = &cache {
+            milvus.warm_up().await;
+        }
+        // Restored entries keep the epoch they were written under: after a relevant config
+        // change they never match, and leave by TTL or eviction.
+        let snapshot = if c.enabled { c.snapshot.clone() } else { None };
+        if let (Some(CacheBackend::Memory(cache)), Some(path)) = (&cache, &snapshot) {
+            restore(cache, path, embedder.dim());
+        }
+        let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(RoutingError::Pii)?;
+        let jailbreak = match (&config.safety.jailbreak, &config.heads.jailbreak) {
+            (Some(c), Some(head)) => Some(Jailbreak::new(c, head.clone(), embedder.dim())?),
+            (Some(_), None) => return Err(RoutingError::NotRead { field: "safety.jailbreak.head" }),
+            (None, _) => None,
+        };
+        let cache_epoch = config.cache_epoch.clone();
+        let t = &c.tickets;
+        let limits = tickets::Limits { ttl: Duration::from_secs(t.ttl_seconds), max_count: t.max_count, max_bytes: t.max_bytes, max_one: c.max_entry_bytes };
+        let tickets = Tickets::new(limits, metrics.clone());
+        Ok(Pipeline { decider, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets, limits: config.server.clone(), metrics })
+    }
+
+    /// The cache's contents and settings (`None` when disabled), for the admin API; the contents
+    /// only where the backend knows them cheaply (the embedded one).
+    pub async fn cache_stats(&self) -> Option<Result<serde_json::Value, CacheError>> {
+        let cache = self.cache.as_ref()?;
+        let mut about = serde_json::json!({"backend": cache.name(), "epoch": self.cache_epoch});
+        Some(cache.stats().await.map(|stats| {
+            if let (Some(about), serde_json::Value::Object(stats)) = (about.as_object_mut(), stats) {
+                about.extend(stats);
+            }
+            about
+        }))
+    }
+
+    /// Removes the entries the selector matches (`None` when the cache is disabled).
+    pub async fn invalidate(&self, selector: &Selector) -> Option<Result<usize, CacheError>> {
+        let cache = self.cache.as_ref()?;
+        let removed = cache.invalidate(selector).await;
+        if let Ok(n) = removed {
+            self.metrics.cache.cache_invalidated(n, cache.entries());
+            info!(removed = n, by = ?selector_fields(selector), "cache invalidated");
+        }
+        Some(removed)
+    }
+
+    /// Writes the cache to `cache.snapshot`, if configured; a failure is logged, never fatal.
+    pub fn save_cache(&self) {
+        let (Some(CacheBackend::Memory(cache)), Some(path)) = (&self.cache, &self.snapshot) else { return };
+        let started = Instant::now();
+        match cache.save(path, self.embedder.dim(), Instant::now()) {
+            Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot written"),
+            Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot not written"),
+        }
+    }
+
+    pub fn rpc_limits(&self) -> &ServerConfig {
+        &self.limits
+    }
+
+    /// Frees a ticket whose answer will not come (the filter's Release).
+    pub fn release(&self, ticket: &str) -> bool {
+        self.tickets.release(ticket, Instant::now())
+    }
+
+    pub fn decider(&self) -> &Decider {
+        &self.decider
+    }
+
+    pub fn embedder(&self) -> &EmbedQueue {
+        &self.embedder
+    }
+
+    pub fn cache_policy(&self) -> &CachePolicy {
+        &self.cache_policy
+    }
+
+    pub async fn route(&self, req: RouteRequest) -> Result<RouteDecision, EmbedError> {
+        let started = Instant::now();
+        let routed = self.decider.is_alias(&req.model);
+        let control = CacheControl::try_from(req.cache_control).unwrap_or_default();
+        let use_cache = self.cache.is_some() && !req.prompt.is_empty() && control != CacheControl::NoStore;
+        // Read before the request is taken apart; only when a PII policy is configured.
+        let messages = self.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
+        let request_id = req.request_id.clone();
+        let forward = |fwd: Forward| self.decided(self.apply_pii(fwd, messages.as_ref(), routed, &request_id), started);
+        // Every client text is judged, within a budget; over it, `oversize: block` refuses here.
+        let plan = self.jailbreak.as_ref().map(|j| j.plan(&req.prompt, &req.context));
+        if let (Some(j), Some(plan)) = (&self.jailbreak, &plan)
+            && let Some(block) = j.refusal(plan)
+        {
+            self.metrics.safety("jailbreak", "oversize_block");
+            info!(request_id, signal = "jailbreak", action = "block", reason = "over_budget", windows = plan.needed(), "jailbreak policy");
+            return Ok(self.decided(Action::Block(block), started));
+        }
+        if req.prompt.is_empty() || (!routed && !use_cache && self.jailbreak.is_none()) {
+            // No prompt text, but the context may hold some (earlier turns, `input_text` parts).
+            let jailbreak = match &plan {
+                Some(plan) => match self.check_jailbreak(plan, None, None, &request_id).await? {
+                    Ok(flagged) => flagged,
+                    Err(block) => return Ok(self.decided(Action::Block(block), started)),
+                },
+                None => None,
+            };
+            let model = if routed { self.decider.default_model().to_string() } else { req.model.clone() };
+            return Ok(forward(Forward { model, jailbreak, ..Forward::default() }));
+        }
+        let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
+        let partition = Partition { tenant: req.tenant, model: req.model.clone() };
+        let fingerprint = Fingerprint::within(&self.cache_epoch, &req.context);
+        let prompt = PromptKey::of(&req.prompt);
+        let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
+        // Exact tier first: an identical request is answered without running the encoder. This
+        // stays sound with jailbreak detection on: blocked and flagged prompts are never stored.
+        if let Some(cache) = lookup {
+            let t0 = Instant::now();
+            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0).await;
+            self.metrics.cache.cache_lookup(cache.name(), "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
+            if let Some(hit) = hit {
+                return Ok(self.cached(hit, started));
+            }
+        }
+        let embedded = match (&self.jailbreak, &plan) {
+            (Some(j), Some(plan)) if j.late(plan).is_some() => match tokio::time::timeout_at(j.due(plan), self.embedder.embed(req.prompt.clone())).await {
+                Ok(embedded) => embedded?,
+                Err(_) => {
+                    self.metrics.safety("jailbreak", "unjudged_block");
+                    info!(request_id, signal = "jailbreak", action = "unjudged_block", reason = "no_time", "jailbreak policy");
+                    return Ok(self.decided(Action::Block(j.late(plan).unwrap_or_default()), started));
+                }
+            },
+            _ => self.embedder.embed(req.prompt.clone()).await?,
+        };
+        let embedding = embedded.vector;
+        // An embedding that does not stand for the whole prompt never matches, nor is matched:
+        // prompts differing only where the encoder could not read them embed alike.
+        let unread = self.cache_policy.unread(&embedded.reading);
+        let unreadable = !self.decider.can_read(&embedded.reading);
+
+        // Per-category policies (jailbreak overrides, cache rules) need the request's category:
+        // the routing decision's for a routed request (made now, once, and reused below), else
+        // the prompt's own.
+        let needs_category = self.jailbreak.as_ref().is_some_and(Jailbreak::has_overrides) || (self.cache.is_some() && self.cache_policy.needs_category());
+        let mut routed_decision = None;
+        let category = match (needs_category, routed) {
+            (false, _) => None,
+            (true, true) => {
+                let r = self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?;
+                let category = r.decision.category.clone();
+                routed_decision = Some(r);
+                Some(category)
+            }
+            (true, false) if unreadable => Some(DEFAULT_CATEGORY.to_string()),
+            (true, false) => Some(self.decider.decide(&embedding, None).category),
+        };
+        let category = category.as_deref();
+
+        // Jailbreak verdict before anything is served.
+        let flagged = match &plan {
+            Some(plan) => match self.check_jailbreak(plan, Some(embedding.as_slice()), category, &request_id).await? {
+                Ok(flagged) => flagged,
+                Err(block) => return Ok(self.decided(Action::Block(block), started)),
+            },
+            None => None,
+        };
+        // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
+        // nor is a request of a category that is never cached.
+        let threshold = self.cache_policy.threshold(category);
+        let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
+        let threshold = threshold.unwrap_or(1.0);
+
+        if let (Some(cache), Some(why)) = (lookup, unread) {
+            self.metrics.cache.cache_lookup(cache.name(), "semantic", why.name(), Duration::ZERO);
+            debug!(request_id, reason = why.name(), share = embedded.reading.unknown_share(), "semantic tier skipped");
+        }
+        if let Some(cache) = lookup.filter(|_| unread.is_none()) {
+            // Near-duplicates that ask something else (negation, other numbers, ...) are not hits.
+            let accept = |cached: &str| match guard::conflict(cached, &req.prompt) {
+                Some(reason) => {
+                    self.metrics.cache.guard_rejection(reason);
+                    false
+                }
+                None => true,
+            };
+            let t0 = Instant::now();
+            let hit = cache.lookup(&partition, fingerprint, &embedding, t0, accept).await.filter(|h| h.similarity >= threshold);
+            self.metrics.cache.cache_lookup(cache.name(), "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
+            if let Some(hit) = hit {
+                return Ok(self.cached(hit, started));
+            }
+        }
+
+        // Stored for the exact tier only (no semantic key) when its embedding does not stand for
+        // the prompt.
+        if !routed {
+            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
+            return Ok(forward(Forward { model: req.model, ticket, jailbreak: flagged, ..Forward::default() }));
+        }
+        let routed = match routed_decision {
+            Some(r) => r,
+            None => self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?,
+        };
+        self.decider.conversations.put(routed.conversation, routed.state, Instant::now());
+        let decision = routed.decision;
+        debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
+
+        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
+        Ok(forward(Forward { jailbreak: flagged, ..forward_of(decision, ticket) }))
+    }
+
+    /// Routes a prompt with its conversation (multi-turn: earlier user turns blended in, and the
+    /// model the conversation is on); the conversation's new state is remembered on forward. An
+    /// `unreadable` prompt goes to the default model ([`Decider::decide_unreadable`]).
+    async fn classify(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
+        let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
+        let now = Instant::now();
+        let previous = if turns.is_empty() { None } else { self.decider.conversations.get(&key(None), now) };
+        let topic = match &previous {
+            Some(state) => Some(state.topic.clone()),
+            None if !turns.is_empty() && self.decider.multi_turn.history_weight > 0.0 => {
+                // Not seen before (or forgotten): embed the recent earlier turns, newest first.
+                let recent: Vec<&str> = turns.iter().rev().take(3).map(String::as_str).collect();
+                Some(self.embedder.embed(recent.join("\n")).await?.vector)
+            }
+            None => None,
+        };
+        let weight = self.decider.multi_turn.history_weight;
+        let classified = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, weight));
+        let decision = if unreadable { self.decider.decide_unreadable(previous.as_ref()) } else { self.decider.decide(&classified, previous.as_ref()) };
+        let topic = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
+        let state = State { model: decision.model.clone(), topic };
+        Ok(Routed { decision, conversation: key(Some(prompt)), state })
+    }
+
+    /// The jailbreak policy's view of a text (for /v1/classify): its score and the action.
+    pub async fn jailbreak_opinion(&self, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
+        let Some(jailbreak) = &self.jailbreak else { return Ok(None) };
+        let plan = jailbreak.plan(text, "");
+        let judged = jailbreak.judge(&self.embedder, &plan, Some(embedding), jailbreak.due(&plan)).await?;
+        Ok(Some((judged.score, jailbreak.decide(&judged, category).0.action())))
+    }
+
+    /// Judges a request's client text ([`Jailbreak::judge`], windows due `deadline_ms` after
+    /// the plan was made, at the start of the Route): `Ok(flag score)` to go on, `Err(block)`.
+    async fn check_jailbreak(&self, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
+        let Some(jailbreak) = &self.jailbreak else { return Ok(Ok(None)) };
+        let judged = jailbreak.judge(&self.embedder, plan, shared, jailbreak.due(plan)).await?;
+        let (outcome, label) = jailbreak.decide(&judged, category);
+        if label != "allow" {
+            self.metrics.safety("jailbreak", label);
+            let reason = judged.unjudged.map(|u| u.name());
+            info!(request_id, signal = "jailbreak", action = label, score = judged.score, windows = judged.needed, judged = judged.judged, reason, category = ?category, "jailbreak policy");
+        }
+        Ok(match outcome {
+            Outcome::Allow => Ok(None),
+            Outcome::Flag(score) => Ok(Some(score)),
+            Outcome::Block(block) => Err(block),
+        })
+    }
+
+    /// Holds a forward to the PII policy: the model may not receive some PII → block, another
+    /// model, or the body with the PII replaced. Logs and metrics carry types and counts only.
+    fn apply_pii(&self, mut fwd: Forward, messages: Option<&Messages>, routed: bool, request_id: &str) -> Action {
+        let (Some(policy), Some(messages)) = (&self.pii, messages) else { return Action::Forward(fwd) };
+        let (outcome, counts) = policy.check(&fwd.model, messages, routed, |m| self.decider.cost(m));
+        for (kind, n) in &counts {
+            self.metrics.pii_found(kind.name(), *n);
+        }
+        let (action, types) = match &outcome {
+            pii_policy::Outcome::Allowed => ("allow", Vec::new()),
+            pii_policy::Outcome::Block { types } => ("block", types.clone()),
+            pii_policy::Outcome::Route { types, .. } => ("route", types.clone()),
+            pii_policy::Outcome::Redact { types, .. } => ("redact", types.clone()),
+        };
+        if counts.is_empty() {
+            return Action::Forward(fwd);
+        }
+        self.metrics.safety("pii", action);
+        let found: Vec<String> = counts.iter().map(|(k, n)| format!("{}={n}", k.name())).collect();
+        info!(request_id, signal = "pii", action, model = %fwd.model, found = %found.join(","), "pii policy");
+        let names = pii_policy::names(&types);
+        match outcome {
+            pii_policy::Outcome::Allowed => Action::Forward(fwd),
+            pii_policy::Outcome::Block { .. } => {
+                // Nothing reaches the model, so no answer will redeem the ticket.
+                if !fwd.ticket.is_empty() {
+                    self.tickets.release(&fwd.ticket, Instant::now());
+                }
+                Action::Block(Block {
+                status: 403,
+                r#type: "invalid_request_error".into(),
+                code: "pii_not_allowed".into(),
+                message: format!("This request contains personal data ({names}) that model '{}' may not receive.", fwd.model),
+                })
+            }
+            pii_policy::Outcome::Route { model, .. } => {
+                let (reasoning, patch) = self.decider.reasoning_for(&model, fwd.reasoning.unwrap_or(false));
+                fwd.model = model;
+                fwd.reasoning = reasoning;
+                fwd.body_patch = patch.map(|p| p.to_string()).unwrap_or_default();
+                fwd.pii = format!("route:{names}");
+                Action::Forward(fwd)
+            }
+            pii_policy::Outcome::Redact { patch, .. } => {
+                let mut merged = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&fwd.body_patch).unwrap_or_default();
+                if let serde_json::Value::Object(p) = patch {
+                    merged.extend(p);
+                }
+                fwd.body_patch = serde_json::Value::Object(merged).to_string();
+                fwd.pii = format!("redact:{names}");
+                Action::Forward(fwd)
+            }
+        }
+    }
+
+    fn cached(&self, hit: Hit, started: Instant) -> RouteDecision {
+        debug!(entry = hit.id, tier = hit.tier.name(), similarity = hit.similarity, "cache hit");
+        let cached = Cached { completion: hit.completion, similarity: hit.similarity, entry_id: hit.id.to_string() };
+        self.decided(Action::Cached(cached), started)
+    }
+
+    fn decided(&self, action: Action, started: Instant) -> RouteDecision {
+        let kind = match &action {
+            Action::Cached(_) => "cached",
+            Action::Block(_) => "block",
+            Action::Forward(_) => "forward",
+        };
+        self.metrics.route(kind, started.elapsed());
+        RouteDecision { action: Some(action) }
+    }
+
+    /// Caches a complete answer under the ticket its Route handed out.
+    pub async fn store(&self, req: StoreRequest) -> StoreReply {
+        let result = self.try_store(req).await;
+        let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::entries);
+        let label = result.as_ref().map_or_else(NotStored::reason, |_| "stored");
+        self.metrics.cache.cache_store(label, entries);
+        match result {
+            Ok(()) => StoreReply { stored: true, reason: String::new() },
+            Err(why) => StoreReply { stored: false, reason: why.reason().into() },
+        }
+    }
+
+    async fn try_store(&self, req: StoreRequest) -> Result<(), NotStored> {
+        let cache = self.cache.as_ref().ok_or(NotStored::CacheDisabled)?;
+        let pending = self.tickets.redeem(&req.ticket, Instant::now()).ok_or(NotStored::UnknownTicket)?;
+        if req.response.len() > self.limits.max_store_bytes {
+            return Err(NotStored::TooLarge);
+        }
+        let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) }?;
+        Ok(cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now()).await?)
+    }
+}
+
+/// A routing decision, and what its conversation should remember once the request is forwarded.
+struct Routed {
+    decision: Decision,
+    conversation: [u8; 32],
+    state: State,
+}
+
+/// Which fields an invalidation used (never their values: prompts and tenants stay out of logs).
+fn selector_fields(s: &Selector) -> Vec<&'static str> {
+    [("id", s.id.is_some()), ("tenant", s.tenant.is_some()), ("model", s.model.is_some()), ("prompt", s.prompt.is_some())]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+}
+
+/// Loads a snapshot into the (empty) cache; a missing, corrupt or mismatched one leaves it empty.
+fn restore(cache: &MemoryCache, path: &std::path::Path, dim: usize) {
+    let started = Instant::now();
+    match cache.load(path, dim, Instant::now()) {
+        Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot loaded"),
+        Err(SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => info!(path = %path.display(), "no cache snapshot yet"),
+        Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot ignored, starting empty"),
+    }
+}
+
+fn forward_of(d: Decision, ticket: String) -> Forward {
+    let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
+    Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, ..Forward::default() }
+}
