@@ -15,7 +15,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 use vane_proto::v1::{CacheControl, ReleaseRequest, RouteDecision, RouteRequest, StoreRequest};
 
 use crate::config::Config;
-use crate::decision::{self, LocalReply, Outcome};
+use crate::decision::{self, Fallback, LocalReply, Outcome};
 use crate::headers::{OWN_REQUEST_HEADERS, decode_pairs};
 use crate::request::{BadRequest, ChatRequest};
 use crate::tenant;
@@ -241,7 +241,7 @@ impl Stream {
             }
             Err(e) => {
                 warn!("vane: cannot call the sidecar: {e:?}");
-                self.finish(decision::fallback("sidecar_unreachable", self.config.failure_mode));
+                self.finish(decision::fallback(Fallback::SidecarUnavailable, self.config.failure_mode));
                 match self.state {
                     State::Replied => Action::Pause,
                     _ => Action::Continue,
@@ -268,7 +268,7 @@ impl Context for Stream {
                 Ok(d) => decision::apply(&req, d, facts.cache_control != CacheControl::Default),
                 Err(e) => {
                     warn!("vane: undecodable sidecar reply: {e}");
-                    decision::fallback("sidecar_bad_reply", self.config.failure_mode)
+                    decision::fallback(Fallback::SidecarBadReply, self.config.failure_mode)
                 }
             }
         };

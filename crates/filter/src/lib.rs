@@ -2,13 +2,13 @@
 //!
 //! Everything but [`host`] is plain Rust with no proxy-wasm dependency, unit-tested natively:
 //! [`config`] (the plugin configuration), [`request`] (parsing a chat request),
-//! [`decision`] (decision → what to do), [`headers`] (what may become a header), [`openai`]
-//! (error bodies, SSE replay), [`tenant`] (who is asking), [`url`].
+//! [`decision`] (decision → what to do), [`headers`] (what may become a header),
+//! [`tenant`] (who is asking), [`url`]. The formats the sidecar must read or write the same way
+//! (tenant keys, SSE replay, OpenAI error bodies) live in `vane_proto::wire`.
 
 pub mod config;
 pub mod decision;
 pub mod headers;
-pub mod openai;
 pub mod request;
 pub mod tenant;
 pub mod url;
