@@ -197,7 +197,7 @@ pub fn fallback(reason: Fallback, mode: FailureMode) -> Outcome {
             headers: vec![("content-type", "application/json".into()), ("x-vane-fallback", value.into())],
             body: error::body(
                 &format!("The router is unavailable ({reason}); try again later."),
-                "server_error",
+                error::SERVER_ERROR,
                 "router_unavailable",
                 None,
             ),
@@ -210,7 +210,7 @@ pub fn bad_request(err: &BadRequest) -> LocalReply {
     LocalReply {
         status: 400,
         headers: vec![("content-type", "application/json".into())],
-        body: error::body(&err.message, "invalid_request_error", "invalid_request", err.param),
+        body: error::body(&err.message, error::INVALID_REQUEST, "invalid_request", err.param),
     }
 }
 
@@ -221,7 +221,7 @@ pub fn too_large(limit: usize) -> LocalReply {
         headers: vec![("content-type", "application/json".into())],
         body: error::body(
             &format!("The request body is larger than the {limit} bytes this gateway accepts."),
-            "invalid_request_error",
+            error::INVALID_REQUEST,
             "request_too_large",
             None,
         ),
