@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use prost::Message;
+
 use crate::config::FailureMode;
 use crate::headers::is_valid_value;
-use crate::openai::{completion_to_sse, error_body};
 use crate::request::{BadRequest, ChatRequest};
 use vane_proto::v1::{RouteDecision, route_decision::Action};
+use vane_proto::wire::{error, sse};
 
 /// A response the filter sends itself instead of forwarding.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,16 +48,16 @@ pub fn apply(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcom
         Outcome::Reply(r) => headers_ok(&r.headers),
         Outcome::Forward(f) => headers_ok(&f.request_headers) && headers_ok(&f.response_headers),
     };
-    if valid { outcome } else { fallback("sidecar_bad_header", FailureMode::Open) }
+    if valid { outcome } else { fallback(Fallback::SidecarBadHeader, FailureMode::Open) }
 }
 
 fn decide(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
     match decision.action {
         Some(Action::Cached(hit)) => {
             let (content_type, body) = if req.stream {
-                match completion_to_sse(&hit.completion, req.include_usage) {
+                match sse::replay(&hit.completion, req.include_usage) {
                     Some(sse) => ("text/event-stream", sse),
-                    None => return fallback("bad_cache_entry", FailureMode::Open),
+                    None => return fallback(Fallback::BadCacheEntry, FailureMode::Open),
                 }
             } else {
                 ("application/json", hit.completion)
@@ -75,7 +77,7 @@ fn decide(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
             Outcome::Reply(LocalReply {
                 status,
                 headers: vec![("content-type", "application/json".into())],
-                body: error_body(&block.message, &block.r#type, &block.code, None),
+                body: error::body(&block.message, &block.r#type, &block.code, None),
             })
         }
         Some(Action::Forward(fwd)) => {
@@ -116,24 +118,86 @@ fn decide(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
             out.ticket = Some(fwd.ticket).filter(|t| !t.is_empty());
             Outcome::Forward(out)
         }
-        None => fallback("empty_decision", FailureMode::Open),
+        None => fallback(Fallback::EmptyDecision, FailureMode::Open),
+    }
+}
+
+/// Why a request went on without a usable sidecar decision: the `x-vane-fallback` value.
+/// Every reason is listed in README.md ("Fail open"); a test holds the two together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The Route call could not be made (no such cluster) or ended UNAVAILABLE quickly: the
+    /// sidecar is down or not listening.
+    SidecarUnavailable,
+    /// No answer within `timeout_ms` (DEADLINE_EXCEEDED, or Envoy's own deadline, which it
+    /// reports as UNAVAILABLE).
+    SidecarTimeout,
+    /// RESOURCE_EXHAUSTED: the sidecar's admission limit is reached.
+    SidecarOverloaded,
+    /// OUT_OF_RANGE: the request is over the sidecar's `server.max_route_bytes`.
+    SidecarTooLarge,
+    /// Any other gRPC error.
+    SidecarError,
+    /// The sidecar's reply is not a `RouteDecision`.
+    SidecarBadReply,
+    /// The decision carries a value that cannot be a header; none of it is applied.
+    SidecarBadHeader,
+    /// The decision has no action.
+    EmptyDecision,
+    /// A cache hit that cannot be replayed as the SSE stream the client asked for.
+    BadCacheEntry,
+}
+
+impl Fallback {
+    pub const ALL: [Fallback; 9] = [
+        Fallback::SidecarUnavailable,
+        Fallback::SidecarTimeout,
+        Fallback::SidecarOverloaded,
+        Fallback::SidecarTooLarge,
+        Fallback::SidecarError,
+        Fallback::SidecarBadReply,
+        Fallback::SidecarBadHeader,
+        Fallback::EmptyDecision,
+        Fallback::BadCacheEntry,
+    ];
+
+    /// The header value (and what logs and tests match on).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::SidecarUnavailable => "sidecar_unavailable",
+            Fallback::SidecarTimeout => "sidecar_timeout",
+            Fallback::SidecarOverloaded => "sidecar_overloaded",
+            Fallback::SidecarTooLarge => "sidecar_too_large",
+            Fallback::SidecarError => "sidecar_error",
+            Fallback::SidecarBadReply => "sidecar_bad_reply",
+            Fallback::SidecarBadHeader => "sidecar_bad_header",
+            Fallback::EmptyDecision => "empty_decision",
+            Fallback::BadCacheEntry => "bad_cache_entry",
+        }
+    }
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// The sidecar could not decide (`reason` says why): forward untouched, or 503 when closed.
-pub fn fallback(reason: &str, mode: FailureMode) -> Outcome {
+pub fn fallback(reason: Fallback, mode: FailureMode) -> Outcome {
+    let value = reason.as_str();
     match mode {
         FailureMode::Open => Outcome::Forward(Forward {
-            request_headers: vec![("x-vane-fallback", reason.into())],
-            response_headers: vec![("x-vane-fallback", reason.into())],
+            request_headers: vec![("x-vane-fallback", value.into())],
+            response_headers: vec![("x-vane-fallback", value.into())],
             ..Forward::default()
         }),
         FailureMode::Closed => Outcome::Reply(LocalReply {
             status: 503,
-            headers: vec![("content-type", "application/json".into()), ("x-vane-fallback", reason.into())],
-            body: error_body(
+            headers: vec![("content-type", "application/json".into()), ("x-vane-fallback", value.into())],
+            body: error::body(
                 &format!("The router is unavailable ({reason}); try again later."),
-                "server_error",
+                error::SERVER_ERROR,
                 "router_unavailable",
                 None,
             ),
@@ -146,7 +210,7 @@ pub fn bad_request(err: &BadRequest) -> LocalReply {
     LocalReply {
         status: 400,
         headers: vec![("content-type", "application/json".into())],
-        body: error_body(&err.message, "invalid_request_error", "invalid_request", err.param),
+        body: error::body(&err.message, error::INVALID_REQUEST, "invalid_request", err.param),
     }
 }
 
@@ -155,9 +219,9 @@ pub fn too_large(limit: usize) -> LocalReply {
     LocalReply {
         status: 413,
         headers: vec![("content-type", "application/json".into())],
-        body: error_body(
+        body: error::body(
             &format!("The request body is larger than the {limit} bytes this gateway accepts."),
-            "invalid_request_error",
+            error::INVALID_REQUEST,
             "request_too_large",
             None,
         ),
@@ -167,15 +231,27 @@ pub fn too_large(limit: usize) -> LocalReply {
 /// Maps a failed Route call to an `x-vane-fallback` reason. Envoy reports an expired
 /// `dispatch_grpc_call` deadline as UNAVAILABLE (14), like a dead sidecar, so the time the
 /// call took is what tells a slow sidecar from a missing one.
-pub fn reason_for_grpc_status(code: u32, took: Option<Duration>, timeout: Duration) -> &'static str {
+pub fn reason_for_grpc_status(code: u32, took: Option<Duration>, timeout: Duration) -> Fallback {
     let deadline_passed = took.is_some_and(|t| t >= timeout.mul_f32(0.9));
     match code {
-        4 => "sidecar_timeout",
-        14 if deadline_passed => "sidecar_timeout",
-        8 => "sidecar_overloaded",
-        11 => "sidecar_too_large", // OUT_OF_RANGE: over the sidecar's server.max_route_bytes
-        14 => "sidecar_unavailable",
-        _ => "sidecar_error",
+        4 => Fallback::SidecarTimeout,
+        14 if deadline_passed => Fallback::SidecarTimeout,
+        8 => Fallback::SidecarOverloaded,
+        11 => Fallback::SidecarTooLarge,
+        14 => Fallback::SidecarUnavailable,
+        _ => Fallback::SidecarError,
+    }
+}
+
+/// The sidecar's Route reply (the call succeeded): decoded and applied, or a fallback when it
+/// is not a `RouteDecision`.
+pub fn apply_reply(req: &ChatRequest, reply: &[u8], bypass: bool, mode: FailureMode) -> Outcome {
+    match RouteDecision::decode(reply) {
+        Ok(d) => apply(req, d, bypass),
+        Err(e) => {
+            log::warn!("vane: undecodable sidecar reply: {e}");
+            fallback(Fallback::SidecarBadReply, mode)
+        }
     }
 }
 
@@ -290,12 +366,41 @@ mod tests {
 
     #[test]
     fn fallback_open_and_closed() {
-        let Outcome::Forward(f) = fallback("sidecar_timeout", FailureMode::Open) else { panic!() };
+        let Outcome::Forward(f) = fallback(Fallback::SidecarTimeout, FailureMode::Open) else { panic!() };
         assert_eq!(f.request_headers, vec![("x-vane-fallback", "sidecar_timeout".to_string())]);
         assert!(f.body.is_none() && f.ticket.is_none());
-        let Outcome::Reply(r) = fallback("sidecar_timeout", FailureMode::Closed) else { panic!() };
+        let Outcome::Reply(r) = fallback(Fallback::SidecarTimeout, FailureMode::Closed) else { panic!() };
         assert_eq!(r.status, 503);
+        assert!(r.headers.contains(&("x-vane-fallback", "sidecar_timeout".into())));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], "router_unavailable");
+        assert!(v["error"]["message"].as_str().unwrap().contains("(sidecar_timeout)"), "{v}");
         assert!(matches!(apply(&req(false), RouteDecision { action: None }, false), Outcome::Forward(_)));
+    }
+
+    #[test]
+    fn a_reply_that_is_not_a_decision_falls_back_in_the_configured_mode() {
+        let Outcome::Forward(f) = apply_reply(&req(false), b"\xff\xff\xff", false, FailureMode::Open) else { panic!() };
+        assert_eq!(f.request_headers, vec![("x-vane-fallback", "sidecar_bad_reply".to_string())]);
+        assert!(matches!(apply_reply(&req(false), b"\xff\xff\xff", false, FailureMode::Closed), Outcome::Reply(r) if r.status == 503));
+        let d = RouteDecision { action: Some(Action::Forward(Fwd { model: "math-model".into(), ..Default::default() })) };
+        let Outcome::Forward(f) = apply_reply(&req(false), &d.encode_to_vec(), true, FailureMode::Closed) else { panic!() };
+        assert!(f.response_headers.contains(&("x-vane-cache", "bypass".into())));
+        // An empty reply decodes as a decision without an action.
+        assert!(matches!(apply_reply(&req(false), b"", false, FailureMode::Closed), Outcome::Forward(f) if f.request_headers[0].1 == "empty_decision"));
+    }
+
+    #[test]
+    fn every_fallback_reason_has_one_spelling_and_is_documented() {
+        let readme = include_str!("../../../README.md");
+        let mut seen = std::collections::HashSet::new();
+        for reason in Fallback::ALL {
+            let s = reason.as_str();
+            assert!(seen.insert(s), "{s} spelled twice");
+            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{s}");
+            assert_eq!(reason.to_string(), s);
+            assert!(readme.contains(&format!("`{s}`")), "README.md does not document the fallback reason {s}");
+        }
     }
 
     #[test]
@@ -303,12 +408,12 @@ mod tests {
         let timeout = Duration::from_millis(200);
         let quick = Some(Duration::from_millis(3));
         let slow = Some(Duration::from_millis(201));
-        assert_eq!(reason_for_grpc_status(4, quick, timeout), "sidecar_timeout");
-        assert_eq!(reason_for_grpc_status(14, quick, timeout), "sidecar_unavailable");
-        assert_eq!(reason_for_grpc_status(14, slow, timeout), "sidecar_timeout", "Envoy's deadline is UNAVAILABLE");
-        assert_eq!(reason_for_grpc_status(14, None, timeout), "sidecar_unavailable");
-        assert_eq!(reason_for_grpc_status(8, quick, timeout), "sidecar_overloaded");
-        assert_eq!(reason_for_grpc_status(11, quick, timeout), "sidecar_too_large");
-        assert_eq!(reason_for_grpc_status(13, slow, timeout), "sidecar_error");
+        assert_eq!(reason_for_grpc_status(4, quick, timeout), Fallback::SidecarTimeout);
+        assert_eq!(reason_for_grpc_status(14, quick, timeout), Fallback::SidecarUnavailable);
+        assert_eq!(reason_for_grpc_status(14, slow, timeout), Fallback::SidecarTimeout, "Envoy's deadline is UNAVAILABLE");
+        assert_eq!(reason_for_grpc_status(14, None, timeout), Fallback::SidecarUnavailable);
+        assert_eq!(reason_for_grpc_status(8, quick, timeout), Fallback::SidecarOverloaded);
+        assert_eq!(reason_for_grpc_status(11, quick, timeout), Fallback::SidecarTooLarge);
+        assert_eq!(reason_for_grpc_status(13, slow, timeout), Fallback::SidecarError);
     }
 }

@@ -54,6 +54,23 @@ pub fn decode_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     Some(pairs)
 }
 
+/// The inverse of [`decode_pairs`], for tests that play the host.
+#[cfg(test)]
+pub(crate) fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend((k.len() as u32).to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend(*k);
+        out.push(0);
+        out.extend(*v);
+        out.push(0);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,31 +85,16 @@ mod tests {
         }
     }
 
-    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend(*k);
-            out.push(0);
-            out.extend(*v);
-            out.push(0);
-        }
-        out
-    }
-
     #[test]
     fn decodes_pairs_with_duplicates_and_raw_bytes() {
         let pairs: Vec<(&[u8], &[u8])> = vec![(b":path", b"/v1/chat/completions"), (b"x-tenant", b"a"), (b"x-tenant", b"\xff\xfe"), (b"e", b"")];
-        assert_eq!(decode_pairs(&serialize(&pairs)).unwrap(), pairs);
+        assert_eq!(decode_pairs(&encode_pairs(&pairs)).unwrap(), pairs);
         assert_eq!(decode_pairs(b"").unwrap(), Vec::<(&[u8], &[u8])>::new());
     }
 
     #[test]
     fn malformed_maps_are_none_not_a_panic() {
-        let good = serialize(&[(b"name", b"value")]);
+        let good = encode_pairs(&[(b"name", b"value")]);
         for cut in 1..good.len() - 1 {
             assert!(decode_pairs(&good[..cut]).is_none(), "cut at {cut}");
         }

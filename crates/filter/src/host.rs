@@ -1,24 +1,26 @@
-//! The only module that talks to Envoy. It calls `proxy_wasm::hostcalls` directly because the
-//! SDK's trait helpers `unwrap()` host results (and header values as UTF-8), and a panic kills
-//! the VM. Per request it is a small state machine; all decisions are made in `decision`.
+//! The only module that talks to Envoy: glue between the proxy-wasm callbacks and the plain
+//! modules that decide ([`admit`](crate::admit), [`decision`], [`capture`](crate::capture)).
+//! It calls `proxy_wasm::hostcalls` directly because the SDK's trait helpers `unwrap()` host
+//! results (and header values as UTF-8), and a panic kills the VM. Per request it is a small
+//! state machine that reads from the host, asks those modules, and applies what they say.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
-use vane_proto::v1::{CacheControl, ReleaseRequest, RouteDecision, RouteRequest, StoreRequest};
 
+use crate::admit::{self, Admission, Facts, RequestHeaders};
+use crate::capture::{CacheCall, Capture};
 use crate::config::Config;
-use crate::decision::{self, LocalReply, Outcome};
-use crate::headers::{OWN_REQUEST_HEADERS, decode_pairs};
-use crate::request::{BadRequest, ChatRequest};
-use crate::tenant;
+use crate::decision::{self, Fallback, LocalReply, Outcome};
+use crate::headers::OWN_REQUEST_HEADERS;
+use crate::request::ChatRequest;
 
 /// Encoded `Store` and `Release` calls (method, message) waiting for the root context's next
 /// tick. They are sent from the root context because a call made by a stream's context is
@@ -85,24 +87,9 @@ enum State {
     /// Waiting for the sidecar's Route answer (sent at the given host time).
     Routing(Facts, ChatRequest, Option<SystemTime>),
     /// Sent upstream; decorate the response and copy it for the cache.
-    Forwarded { response_headers: Vec<(&'static str, String)>, capture: Option<Capture> },
+    Forwarded { response_headers: Vec<(&'static str, String)>, capture: Capture },
     /// We answered locally; our own reply also passes through the response callbacks.
     Replied,
-}
-
-/// What the request headers told us.
-struct Facts {
-    request_id: String,
-    tenant: String,
-    cache_control: CacheControl,
-}
-
-/// The upstream answer, copied as it streams by, for `Store`.
-struct Capture {
-    ticket: String,
-    sse: bool,
-    body: Vec<u8>,
-    complete: bool,
 }
 
 struct Stream {
@@ -136,28 +123,26 @@ fn request_header_map() -> Option<Vec<u8>> {
     }
 }
 
-/// A header value as text, for values we only compare or log.
-fn header(map: MapType, name: &str) -> Option<String> {
-    header_bytes(map, name).map(|b| String::from_utf8_lossy(&b).into_owned())
-}
+/// The request headers as `admit` reads them.
+struct EnvoyRequestHeaders;
 
-/// Queues a call for the root context's next tick; beyond `limit` waiting it is dropped.
-fn send_later(stores: &StoreQueue, limit: usize, method: &'static str, msg: Vec<u8>) {
-    let mut stores = stores.borrow_mut();
-    if stores.len() < limit {
-        stores.push_back((method, msg));
-    } else {
-        warn!("vane: too many pending cache calls; dropping a {method}");
+impl RequestHeaders for EnvoyRequestHeaders {
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        header_bytes(MapType::HttpRequestHeaders, name)
+    }
+    fn serialized(&self) -> Option<Vec<u8>> {
+        request_header_map()
     }
 }
 
-/// The answer will not be stored: the sidecar frees its ticket (it holds the prompt) now
-/// instead of at its expiry. Nothing to do once the answer was sent in a Store.
-fn release(stores: &StoreQueue, limit: usize, capture: &mut Option<Capture>) {
-    if let Some(c) = capture.take()
-        && !c.complete
-    {
-        send_later(stores, limit, "Release", ReleaseRequest { ticket: c.ticket }.encode_to_vec());
+/// Queues a cache call for the root context's next tick; beyond `limit` waiting it is dropped.
+fn send_later(stores: &StoreQueue, limit: usize, call: Option<CacheCall>) {
+    let Some(call) = call else { return };
+    let mut stores = stores.borrow_mut();
+    if stores.len() < limit {
+        stores.push_back((call.method(), call.encode()));
+    } else {
+        warn!("vane: too many pending cache calls; dropping a {}", call.method());
     }
 }
 
@@ -196,8 +181,7 @@ impl Stream {
                         warn!("vane: cannot rewrite the request body");
                     }
                 }
-                let capture = fwd.ticket.map(|ticket| Capture { ticket, sse: false, body: Vec::new(), complete: false });
-                self.state = State::Forwarded { response_headers: fwd.response_headers, capture };
+                self.state = State::Forwarded { response_headers: fwd.response_headers, capture: Capture::new(fwd.ticket) };
                 if hostcalls::resume_http_request().is_err() {
                     warn!("vane: cannot resume the request");
                 }
@@ -211,27 +195,14 @@ impl Stream {
             return Action::Continue;
         };
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        if body.len() > self.config.max_body_bytes {
-            return self.reply(decision::too_large(self.config.max_body_bytes));
+        match admit::read_body(&self.config, &body) {
+            Ok(req) => self.route(facts, req),
+            Err(reply) => self.reply(reply),
         }
-        self.route(facts, &body)
     }
 
-    fn route(&mut self, facts: Facts, body: &[u8]) -> Action {
-        let req = match ChatRequest::parse(body) {
-            Ok(req) => req,
-            Err(e) => return self.reply(decision::bad_request(&e)),
-        };
-        let msg = RouteRequest {
-            request_id: facts.request_id.clone(),
-            model: req.model.clone(),
-            stream: req.stream,
-            prompt: req.prompt.clone(),
-            context: req.context.clone(),
-            tenant: facts.tenant.clone(),
-            cache_control: facts.cache_control as i32,
-        }
-        .encode_to_vec();
+    fn route(&mut self, facts: Facts, req: ChatRequest) -> Action {
+        let msg = facts.route_request(&req).encode_to_vec();
         let metadata = vec![("x-request-id", facts.request_id.as_bytes())];
         let timeout = Duration::from_millis(self.config.timeout_ms);
         match hostcalls::dispatch_grpc_call(&self.config.sidecar_cluster, vane_proto::SERVICE, "Route", metadata, Some(&msg), timeout) {
@@ -241,7 +212,7 @@ impl Stream {
             }
             Err(e) => {
                 warn!("vane: cannot call the sidecar: {e:?}");
-                self.finish(decision::fallback("sidecar_unreachable", self.config.failure_mode));
+                self.finish(decision::fallback(Fallback::SidecarUnavailable, self.config.failure_mode));
                 match self.state {
                     State::Replied => Action::Pause,
                     _ => Action::Continue,
@@ -263,14 +234,8 @@ impl Context for Stream {
             info!("vane: request {} falls back: {reason} (gRPC {status})", facts.request_id);
             decision::fallback(reason, self.config.failure_mode)
         } else {
-            let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size).ok().flatten().unwrap_or_default();
-            match RouteDecision::decode(body.as_slice()) {
-                Ok(d) => decision::apply(&req, d, facts.cache_control != CacheControl::Default),
-                Err(e) => {
-                    warn!("vane: undecodable sidecar reply: {e}");
-                    decision::fallback("sidecar_bad_reply", self.config.failure_mode)
-                }
-            }
+            let reply = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size).ok().flatten().unwrap_or_default();
+            decision::apply_reply(&req, &reply, facts.bypass(), self.config.failure_mode)
         };
         self.finish(outcome);
     }
@@ -286,44 +251,23 @@ impl HttpContext for Stream {
                 warn!("vane: cannot remove header {name}");
             }
         }
-        // Whatever its content-type: a chat body that is not JSON gets 400 rather than reaching
-        // a model unjudged (upstreams such as vLLM read the body as JSON regardless).
-        let is_post = header(req, ":method").as_deref() == Some("POST");
-        let ours = is_post && header(req, ":path").is_some_and(|p| self.config.handles_path(&p));
-        if !ours {
-            return Action::Continue;
-        }
-        if end_of_stream {
-            return self.reply(decision::bad_request(&BadRequest::empty_body()));
-        }
-        let too_long = header(req, "content-length").and_then(|l| l.trim().parse::<usize>().ok()).is_some_and(|l| l > self.config.max_body_bytes);
-        if too_long {
-            return self.reply(decision::too_large(self.config.max_body_bytes));
-        }
-        let map = request_header_map();
-        let pairs = map.as_deref().and_then(decode_pairs);
-        let tenant = match pairs.as_deref().map(|p| tenant::identify(&self.config, p)) {
-            Some(Ok(tenant)) => tenant,
-            Some(Err(e)) => return self.reply(decision::bad_request(&e)),
-            None => {
-                warn!("vane: unreadable request headers; the request is treated as anonymous");
-                String::new()
+        match admit::admit(&self.config, &EnvoyRequestHeaders, end_of_stream) {
+            Admission::PassThrough => Action::Continue,
+            Admission::Reply(reply) => self.reply(reply),
+            Admission::Buffer(facts) => {
+                self.state = State::Buffering(facts);
+                // Hold the headers too: the route is picked from headers we set after the decision.
+                Action::Pause
             }
-        };
-        // Unreadable headers: no tenant is known, so no cache either way.
-        let anonymous_cache = self.config.anonymous_cache && pairs.is_some();
-        let cache_control = tenant::cache_control(header_bytes(req, "x-vane-cache-control").as_deref(), &tenant, anonymous_cache);
-        self.state = State::Buffering(Facts { request_id: header(req, "x-request-id").unwrap_or_default(), tenant, cache_control });
-        // Hold the headers too: the route is picked from headers we set after the decision.
-        Action::Pause
+        }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if !matches!(self.state, State::Buffering(_)) {
             return Action::Continue;
         }
-        if body_size > self.config.max_body_bytes {
-            return self.reply(decision::too_large(self.config.max_body_bytes));
+        if let Some(reply) = admit::over_limit(&self.config, body_size) {
+            return self.reply(reply);
         }
         if !end_of_stream {
             return Action::Pause; // Envoy keeps buffering; we look once the body is whole.
@@ -343,15 +287,13 @@ impl HttpContext for Stream {
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
         let (stores, limit) = (&self.stores, self.config.max_pending_stores);
         if let State::Forwarded { response_headers, capture } = &mut self.state {
-            for (name, value) in response_headers.iter() {
-                set_header(MapType::HttpResponseHeaders, name, value);
-            }
             let resp = MapType::HttpResponseHeaders;
-            let ok = header(resp, ":status").and_then(|s| s.parse::<u32>().ok()).is_some_and(|s| (200..300).contains(&s));
-            if !ok {
-                release(stores, limit, capture); // never cache an error
-            } else if let Some(c) = capture {
-                c.sse = header(resp, "content-type").is_some_and(|ct| ct.contains("text/event-stream"));
+            for (name, value) in response_headers.iter() {
+                set_header(resp, name, value);
+            }
+            if capture.is_copying() {
+                let call = capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref());
+                send_later(stores, limit, call);
             }
         }
         Action::Continue
@@ -362,32 +304,22 @@ impl HttpContext for Stream {
         let State::Forwarded { capture, .. } = &mut self.state else {
             return Action::Continue;
         };
-        let Some(c) = capture else {
+        if !capture.is_copying() {
             return Action::Continue;
-        };
+        }
         // Each callback sees only the new chunk because we never hold the body back.
-        if body_size > 0 {
-            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
-            if c.body.len() + chunk.len() > self.config.max_response_bytes {
-                debug!("vane: answer larger than max_response_bytes; not cached");
-                release(stores, limit, capture);
-                return Action::Continue;
-            }
-            c.body.extend_from_slice(&chunk);
-        }
-        if end_of_stream && !c.complete {
-            c.complete = true;
-            let msg = StoreRequest { ticket: std::mem::take(&mut c.ticket), response: std::mem::take(&mut c.body), sse: c.sse };
-            send_later(stores, limit, "Store", msg.encode_to_vec());
-        }
+        let chunk = match body_size {
+            0 => Vec::new(),
+            n => hostcalls::get_buffer(BufferType::HttpResponseBody, 0, n).ok().flatten().unwrap_or_default(),
+        };
+        send_later(stores, limit, capture.on_response_body(&chunk, end_of_stream, self.config.max_response_bytes));
         Action::Continue
     }
 
-    /// The stream is over. An answer that never reached its end (a client gone, an upstream
-    /// reset, no body at all) will not be stored: release its ticket.
+    /// The stream is over: an answer that never reached its end releases its ticket.
     fn on_log(&mut self) {
         if let State::Forwarded { capture, .. } = &mut self.state {
-            release(&self.stores, self.config.max_pending_stores, capture);
+            send_later(&self.stores, self.config.max_pending_stores, capture.on_end());
         }
     }
 }

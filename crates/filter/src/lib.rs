@@ -1,14 +1,18 @@
 //! Vane's Envoy filter: for each chat request, ask the sidecar what to do and do it.
 //!
-//! Everything but [`host`] is plain Rust with no proxy-wasm dependency, unit-tested natively:
-//! [`config`] (the plugin configuration), [`request`] (parsing a chat request),
-//! [`decision`] (decision → what to do), [`headers`] (what may become a header), [`openai`]
-//! (error bodies, SSE replay), [`tenant`] (who is asking), [`url`].
+//! Everything but `host` is plain Rust with no proxy-wasm dependency, unit-tested natively:
+//! [`config`] (the plugin configuration), [`admit`] (which requests are handled, what their
+//! headers say, the Route request), [`request`] (parsing a chat request), [`decision`]
+//! (decision → what to do, fallback reasons), [`capture`] (copying the answer for the cache:
+//! Store or Release), [`headers`] (what may become a header),
+//! [`tenant`] (who is asking), [`url`]. The formats the sidecar must read or write the same way
+//! (tenant keys, SSE replay, OpenAI error bodies) live in `vane_proto::wire`.
 
+pub mod admit;
+pub mod capture;
 pub mod config;
 pub mod decision;
 pub mod headers;
-pub mod openai;
 pub mod request;
 pub mod tenant;
 pub mod url;

@@ -1,8 +1,8 @@
 //! Who is asking: the cache partition key of a request. Nothing cached for one tenant is ever
 //! served to another, so this must never return the same value for two different credentials.
 
-use sha2::{Digest, Sha256};
 use vane_proto::v1::CacheControl;
+use vane_proto::wire::tenant as key;
 
 use crate::config::{Config, CredentialSource};
 use crate::request::BadRequest;
@@ -19,20 +19,16 @@ pub type HeaderPairs<'a> = [(&'a [u8], &'a [u8])];
 /// overwrites would leave the client's own value in force.
 ///
 /// Values are raw bytes: HTTP allows non-UTF-8 bytes, and two credentials that differ only
-/// there are still two tenants. Every credential form hashes its raw value the same way, so
-/// the sidecar's cache admin API can find a tenant from the key it was given.
+/// there are still two tenants. Every credential form hashes its raw value the same way
+/// (`vane_proto::wire::tenant`), so the sidecar's cache admin API can find a tenant from the
+/// key it was given.
 pub fn identify(config: &Config, headers: &HeaderPairs) -> Result<String, BadRequest> {
     if let Some(name) = config.tenant_header.as_deref() {
         let mut values = values_of(headers, name);
         match (values.next(), values.next()) {
             (Some(_), Some(_)) => return Err(refused(name, "more than once")),
             (Some(v), None) if v.contains(&b',') => return Err(refused(name, "with several values")),
-            (Some(v), None) if !v.is_empty() => {
-                return Ok(match std::str::from_utf8(v) {
-                    Ok(name) => format!("h:{name}"),
-                    Err(_) => format!("hb:{}", hash(v)),
-                });
-            }
+            (Some(v), None) if !v.is_empty() => return Ok(key::of_header(v)),
             _ => {}
         }
     }
@@ -41,7 +37,7 @@ pub fn identify(config: &Config, headers: &HeaderPairs) -> Result<String, BadReq
         CredentialSource::Query(name) => values_of(headers, ":path").next().and_then(|path| query_param(path, name)),
         CredentialSource::Cookie(name) => values_of(headers, "cookie").find_map(|c| cookie(c, name)),
     });
-    Ok(credential.map(|c| format!("k:{}", hash(c))).unwrap_or_default())
+    Ok(credential.map(key::of_credential).unwrap_or_default())
 }
 
 /// What the sidecar may do with the cache for this request: the client's
@@ -86,11 +82,6 @@ fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let value = kv.next()?.trim_ascii();
         (key == name.as_bytes() && !value.is_empty()).then_some(value)
     })
-}
-
-/// First 128 bits of SHA-256, hex.
-fn hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
