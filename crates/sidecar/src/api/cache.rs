@@ -14,7 +14,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use vane_cache::{CacheError, Selector};
 
@@ -29,12 +28,6 @@ pub struct InvalidateRequest {
     selector: Selector,
     /// A raw credential (`Authorization` or `api-key` value): stands for its tenant.
     api_key: Option<String>,
-}
-
-/// The tenant the filter derives from a credential: must match `filter/src/tenant.rs`.
-pub fn credential_tenant(credential: &[u8]) -> String {
-    let hex: String = Sha256::digest(credential).iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("k:{hex}")
 }
 
 pub async fn stats(State(pipeline): State<Arc<Pipeline>>) -> Reply {
@@ -55,7 +48,7 @@ pub async fn invalidate(State(pipeline): State<Arc<Pipeline>>, body: Result<Json
         if selector.tenant.is_some() {
             return error(StatusCode::BAD_REQUEST, "Give 'tenant' or 'api_key', not both.", "invalid_request");
         }
-        selector.tenant = Some(credential_tenant(key.as_bytes()));
+        selector.tenant = Some(vane_proto::wire::tenant::of_credential(key.as_bytes()));
     }
     if selector.is_empty() {
         return error(StatusCode::BAD_REQUEST, "Say what to invalidate: id, tenant, api_key, model and/or prompt (POST /v1/cache/flush empties the cache).", "invalid_request");
@@ -86,14 +79,6 @@ fn disabled() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credential_tenants_match_the_filter() {
-        // The value filter/src/tenant.rs gives "Bearer sk-a" (sha-256, first 128 bits, hex).
-        // Pinned on both sides: filter/src/tenant.rs asserts the same value.
-        assert_eq!(credential_tenant(b"Bearer sk-a"), "k:49aa12bb503b524dee8b36d203ce9d31");
-        assert_ne!(credential_tenant(b"Bearer sk-a"), credential_tenant(b"Bearer sk-b"));
-    }
 
     #[test]
     fn selectors_parse_ids_as_numbers_or_strings_and_refuse_unknown_fields() {
