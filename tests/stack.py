@@ -19,8 +19,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
+CONFIG = ROOT / "config" / "vane.yaml"
+VARIANTS = ROOT / "tests" / "e2e" / "variants"
+# Keys of the sidecar config whose values are files: relative to config/ in vane.yaml and in a variant.
+PATH_KEYS = ("onnx", "tokenizer", "onnxruntime", "head", "snapshot")
 DEFAULT_MODELS = {"math-model": None, "general-model": None}
 
 
@@ -28,6 +34,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def config_variant(out: Path, *variants: str | dict) -> Path:
+    """config/vane.yaml with each variant merged over it in turn, written to ``out``.
+
+    A variant is the name of a file in tests/e2e/variants/ (``"jailbreak-flag"``) or a dict (for
+    values a test computes). Merging: where both sides have a map, the maps merge key by key,
+    recursively; anything else in the variant (a list, a scalar) replaces what was there; a null
+    removes the key (``safety: { jailbreak: null }``). Paths are relative to config/, as in
+    vane.yaml; they are written out absolute, so ``out`` may be anywhere.
+    """
+    config = yaml.safe_load(CONFIG.read_text())
+    for variant in variants:
+        if isinstance(variant, str):
+            variant = yaml.safe_load((VARIANTS / f"{variant}.yaml").read_text())
+        config = merge(config, variant)
+    out.write_text(yaml.safe_dump(absolute_paths(config), sort_keys=False, allow_unicode=True))
+    return out
+
+
+def merge(base, over):
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    merged = dict(base)
+    for key, value in over.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge(base.get(key), value)
+    return merged
+
+
+def absolute_paths(config):
+    if isinstance(config, list):
+        return [absolute_paths(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    return {k: os.path.normpath(CONFIG.parent / v) if k in PATH_KEYS and isinstance(v, str) else absolute_paths(v)
+            for k, v in config.items()}
 
 
 def onnxruntime_library() -> str:
@@ -84,7 +129,7 @@ class Stack:
         # {"issuer", "jwks" (a JWKS JSON string), "claim"}: Envoy's jwt_authn verifies bearer JWTs
         # with these keys and copies the claim into tenant_header (requests without a JWT pass).
         self.jwt = jwt
-        self.sidecar_config = sidecar_config or ROOT / "config" / "vane.yaml"
+        self.sidecar_config = sidecar_config or CONFIG
         self.upstream_delay = upstream_delay
         self.buffer_limit = buffer_limit
         # A second listener without the filter, to the default model: the baseline in benchmarks.

@@ -20,25 +20,6 @@ CHAT = "/v1/chat/completions"
 MODELS = ("math-model", "general-model")
 PROBE = "x-e2e-probe"  # marks the tests' own cache probes (see Vane.probe)
 
-def demo_config_variant(tmp_path, name: str, *, safety: str | None = None, cache: str | None = None) -> "Path":
-    """config/vane.yaml with absolute paths, written to ``tmp_path/name``; ``safety`` (YAML lines
-    indented two spaces) replaces its safety section, ``cache`` lines are added to its cache section."""
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2]
-    text = (root / "config" / "vane.yaml").read_text()
-    text = text.replace("../models/build/", f"{root}/models/build/")
-    if safety is not None:
-        assert "\nsafety:\n" in text, "config/vane.yaml has a safety section, the last one"
-        text = text[:text.index("\nsafety:\n")] + "\nsafety:\n" + safety
-    if cache is not None:
-        assert "\ncache:\n" in text
-        text = text.replace("\ncache:\n", "\ncache:\n" + cache, 1)
-    text = text.replace("head: heads/", f"head: {root}/config/heads/")
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 # Lines in the Envoy / sidecar logs that mean the wasm VM (or the sidecar) crashed.
 CRASH_RE = re.compile(r"panicked at|Uncaught|RuntimeError|wasm vm crash|Wasm VM failed", re.I)
 

@@ -13,21 +13,14 @@ from helpers import chat_body
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from milvus_server import MilvusServer  # noqa: E402
+from stack import config_variant  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 ROME = "Who was the first emperor of Rome?"
 
 
 def milvus_config(tmp_path: Path, address: str) -> Path:
-    """config/vane.yaml with absolute paths and the cache on Milvus."""
-    text = (ROOT / "config" / "vane.yaml").read_text()
-    text = text.replace("../models/build/", f"{ROOT}/models/build/").replace("head: heads/", f"head: {ROOT}/config/heads/")
-    anchor = "  max_entries: 10000\n"
-    assert anchor in text, "config/vane.yaml's cache section changed"
-    text = text.replace(anchor, anchor + f"  backend: milvus\n  milvus: {{ address: '{address}', collection: e2e_cache }}\n")
-    path = tmp_path / "vane-milvus.yaml"
-    path.write_text(text)
-    return path
+    """config/vane.yaml with the cache on Milvus at ``address``."""
+    return config_variant(tmp_path / "vane-milvus.yaml", "milvus", {"cache": {"milvus": {"address": address}}})
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from helpers import demo_config_variant
+from stack import config_variant
 
 # (cached, asked, whether the encoder could read so little of the first that it is routed to
 # the default model: routing.max_unknown_share is 0.2, the cache's 0).
@@ -90,8 +90,7 @@ def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack, 
     # Its own stack with generous time limits: the jailbreak windows over ~280 words take a debug
     # sidecar on a slow 2-core machine past the default 120 ms deadline / 200 ms filter timeout,
     # and a refusal or a fallback is no answer. What is tested is the cache.
-    config = demo_config_variant(tmp_path, "vane-long.yaml", safety=(
-        "  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, deadline_ms: 4000 }\n"))
+    config = config_variant(tmp_path / "vane.yaml", "jailbreak-long")
     vane = make_stack(sidecar_config=config, filter_config={"timeout_ms": 5000})
     first = vane.chat_stored(f"{DOC}\nSummarise the outlook in one sentence.")
     skipped = lookups(vane, "truncated")  # after the store: chat_stored's probes may count too
