@@ -7,12 +7,11 @@ like the first. Each second question below must miss and reach a model; an ident
 still an exact hit."""
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 
 import pytest
 
+from helpers import admin_request
 from stack import config_variant
 
 # (cached, asked, whether the encoder could read so little of the first that it is routed to
@@ -103,11 +102,10 @@ def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack, 
 
 
 def test_classify_reports_what_the_encoder_read(vane):
-    body = json.dumps({"texts": ["秦朝是哪一年建立的？", "What is the integral of x squared?"]}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{vane.stack.admin_port}/v1/classify", body,
-                                 {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        chinese, english = json.load(r)["results"]
+    status, got = admin_request(vane.stack, "/v1/classify",
+                                {"texts": ["秦朝是哪一年建立的？", "What is the integral of x squared?"]})
+    assert status == 200, got
+    chinese, english = got["results"]
     assert chinese["reading"]["semantic_cache"] == "unknown_tokens", chinese
     assert chinese["reading"]["unknown_share"] > 0.3, chinese
     assert (chinese["category"], chinese["source"], chinese["model"]) == ("default", "unreadable", "general-model"), chinese
