@@ -55,14 +55,15 @@ def config_variant(out: Path, *variants: str | dict) -> Path:
 
 
 def merge(base, over):
-    if not (isinstance(base, dict) and isinstance(over, dict)):
+    """``over`` deep-merged over ``base`` (config_variant's rules)."""
+    if not isinstance(over, dict):
         return over
-    merged = dict(base)
+    merged = dict(base) if isinstance(base, dict) else {}
     for key, value in over.items():
         if value is None:
             merged.pop(key, None)
         else:
-            merged[key] = merge(base.get(key), value)
+            merged[key] = merge(merged.get(key), value)
     return merged
 
 
