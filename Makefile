@@ -46,7 +46,7 @@ $(STAMP): requirements.txt
 	touch $@
 
 models: $(MODELS)
-$(MODELS) &: $(STAMP) models/export.py
+$(MODELS) &: $(STAMP) models/export.py models/graph.py models/quantise.py
 	$(PY) models/export.py --out models/build
 
 wasm: toolchain

@@ -83,14 +83,6 @@ def package_model_dir() -> Path:
     return Path(spec.origin).resolve().parent / "model"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -158,7 +150,9 @@ def main() -> None:
 
     model_dir = args.model_dir or package_model_dir()
     manifest = json.loads((args.build / "manifest.json").read_text())
-    if sha256(model_dir / "model.safetensors") != manifest["source"]["model.safetensors.sha256"]:
+    with (model_dir / "model.safetensors").open("rb") as f:
+        source_sha256 = hashlib.file_digest(f, "sha256").hexdigest()  # export.py's sha256 (Python 3.11+)
+    if source_sha256 != manifest["source"]["model.safetensors.sha256"]:
         sys.exit(f"error: {model_dir} holds different weights from the ones the build was made from")
 
     st = SentenceTransformer(str(model_dir), device="cpu")

@@ -13,11 +13,12 @@ import http.client
 import json
 import re
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stack import ROOT, Stack  # noqa: E402
+from stack import Stack, config_variant  # noqa: E402
 
 VARIANTS = [("minilm-int8.onnx", 1), ("minilm-int8.onnx", 2), ("minilm-fp32.onnx", 1), ("minilm-fp32.onnx", 2)]
 
@@ -32,12 +33,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=400)
     args = ap.parse_args()
-    base = (ROOT / "config" / "vane.yaml").read_text()
     body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "What is the integral of x squared?"}]}).encode()
     for onnx, threads in VARIANTS:
-        cfg = ROOT / "config" / ".bench-encoder.yaml"  # beside vane.yaml: its relative paths still resolve
-        cfg.write_text(base.replace("minilm-int8.onnx", onnx).replace("threads: 1", f"threads: {threads}"))
-        try:
+        with tempfile.TemporaryDirectory(prefix="vane-bench-encoder-") as tmp:
+            cfg = config_variant(Path(tmp) / "vane.yaml",
+                                 {"model": {"onnx": f"../models/build/{onnx}", "threads": threads}})
             with Stack(upstream_delay=0, profile="release", sidecar_config=cfg) as s:
                 conn = http.client.HTTPConnection("127.0.0.1", s.envoy_port)
                 for _ in range(args.n):
@@ -46,8 +46,6 @@ def main():
                 m = urllib.request.urlopen(f"http://127.0.0.1:{s.admin_port}/metrics").read().decode()
                 print(f"{onnx:18} threads={threads}  encoder mean {mean_ms(m, 'vane_encoder_duration_seconds'):6.3f} ms"
                       f"  route mean {mean_ms(m, 'vane_route_duration_seconds'):6.3f} ms")
-        finally:
-            cfg.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from stack import ROOT, free_port  # tests/ is on sys.path: run from there, or imported by a test
+
 BIN_CACHE = ROOT / "target" / "milvus"
 
 # Template keys of the wheel's config.yaml.template that are ports.
 PORT_KEYS = ["etcd_port", "root_coord_port", "proxy_internal_port", "query_coord_port", "query_node_port",
              "index_coord_port", "index_node_port", "data_coord_port", "data_node_port"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def milvus_package() -> Path:

@@ -19,8 +19,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
+CONFIG = ROOT / "config" / "vane.yaml"
+VARIANTS = ROOT / "tests" / "e2e" / "variants"
+# Keys of the sidecar config whose values are files: relative to config/ in vane.yaml and in a variant.
+PATH_KEYS = ("onnx", "tokenizer", "onnxruntime", "head", "snapshot")
 DEFAULT_MODELS = {"math-model": None, "general-model": None}
 
 
@@ -28,6 +34,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def config_variant(out: Path, *variants: str | dict) -> Path:
+    """config/vane.yaml with each variant merged over it in turn, written to ``out``.
+
+    A variant is the name of a file in tests/e2e/variants/ (``"jailbreak-flag"``) or a dict (for
+    values a test computes). Merging: where both sides have a map, the maps merge key by key,
+    recursively; anything else in the variant (a list, a scalar) replaces what was there; a null
+    removes the key (``safety: { jailbreak: null }``). Paths are relative to config/, as in
+    vane.yaml; they are written out absolute, so ``out`` may be anywhere.
+    """
+    config = yaml.safe_load(CONFIG.read_text())
+    for variant in variants:
+        if isinstance(variant, str):
+            variant = yaml.safe_load((VARIANTS / f"{variant}.yaml").read_text())
+        config = merge(config, variant)
+    out.write_text(yaml.safe_dump(absolute_paths(config), sort_keys=False, allow_unicode=True))
+    return out
+
+
+def merge(base, over):
+    """``over`` deep-merged over ``base`` (config_variant's rules)."""
+    if not isinstance(over, dict):
+        return over
+    merged = dict(base) if isinstance(base, dict) else {}
+    for key, value in over.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge(merged.get(key), value)
+    return merged
+
+
+def absolute_paths(config):
+    if isinstance(config, list):
+        return [absolute_paths(v) for v in config]
+    if not isinstance(config, dict):
+        return config
+    return {k: os.path.normpath(CONFIG.parent / v) if k in PATH_KEYS and isinstance(v, str) else absolute_paths(v)
+            for k, v in config.items()}
 
 
 def onnxruntime_library() -> str:
@@ -57,6 +103,12 @@ def http_ok(url: str) -> bool:
         return r.status == 200
 
 
+def render_envoy(template: str, **values) -> str:
+    """``envoy/<template>`` with its ``${NAME}`` placeholders filled in (a missing one is an
+    error), without its final newline: the including template puts each fragment on its own line."""
+    return string.Template((ROOT / "envoy" / template).read_text()).substitute(values).rstrip("\n")
+
+
 class Stack:
     """Starts the stack on free (or given) loopback ports; `stop()` ends every process."""
 
@@ -78,7 +130,7 @@ class Stack:
         # {"issuer", "jwks" (a JWKS JSON string), "claim"}: Envoy's jwt_authn verifies bearer JWTs
         # with these keys and copies the claim into tenant_header (requests without a JWT pass).
         self.jwt = jwt
-        self.sidecar_config = sidecar_config or ROOT / "config" / "vane.yaml"
+        self.sidecar_config = sidecar_config or CONFIG
         self.upstream_delay = upstream_delay
         self.buffer_limit = buffer_limit
         # A second listener without the filter, to the default model: the baseline in benchmarks.
@@ -154,33 +206,24 @@ class Stack:
         self.sidecar = None
 
     def render_envoy_config(self) -> Path:
-        routes, clusters = [], []
-        for name, port in self.models.items():
-            routes.append(
-                f'              - match: {{ prefix: "/", headers: [{{ name: x-vane-model, string_match: {{ exact: "{name}" }} }}] }}\n'
-                f'                route: {{ cluster: "model_{name}", timeout: 300s }}')
-            clusters.append(
-                f'  - name: "model_{name}"\n    type: STATIC\n    connect_timeout: 1s\n'
-                f'    load_assignment:\n      cluster_name: "model_{name}"\n'
-                f'      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]')
-        plain = ""
+        """envoy/envoy.yaml.tmpl for this stack, written to its directory."""
+        routes = [render_envoy("route.yaml.tmpl", MODEL=name) for name in self.models]
+        clusters = [render_envoy("cluster.yaml.tmpl", MODEL=name, PORT=port) for name, port in self.models.items()]
+        plain = jwt = ""
         if self.plain_port:
-            plain = PLAIN_LISTENER.substitute(PORT=self.plain_port, CLUSTER=f"model_{self.default_model}")
-        text = string.Template((ROOT / "envoy" / "envoy.yaml.tmpl").read_text()).substitute(
-            ENVOY_PORT=self.envoy_port, ENVOY_ADMIN_PORT=self.envoy_admin_port, SIDECAR_PORT=self.sidecar_port,
-            BUFFER_LIMIT=self.buffer_limit, WASM=self.wasm, FILTER_CONFIG=json.dumps(self.filter_config),
-            DEFAULT_CLUSTER=f"model_{self.default_model}", ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters),
-            PLAIN_LISTENER=plain, TENANT_HEADER=self.tenant_header, JWT_AUTHN=self.render_jwt_authn(),
-            **{k: f"{v}s" for k, v in self.timeouts.items()})
+            plain = render_envoy("plain_listener.yaml.tmpl", PORT=self.plain_port, CLUSTER=f"model_{self.default_model}")
+        if self.jwt:
+            jwt = render_envoy("jwt_authn.yaml.tmpl", ISSUER=self.jwt["issuer"], JWKS=self.jwt["jwks"],
+                               CLAIM=self.jwt["claim"], TENANT_HEADER=self.tenant_header)
+        text = render_envoy(
+            "envoy.yaml.tmpl", ENVOY_PORT=self.envoy_port, ENVOY_ADMIN_PORT=self.envoy_admin_port,
+            SIDECAR_PORT=self.sidecar_port, BUFFER_LIMIT=self.buffer_limit, WASM=self.wasm,
+            FILTER_CONFIG=json.dumps(self.filter_config), DEFAULT_CLUSTER=f"model_{self.default_model}",
+            ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters), PLAIN_LISTENER=plain,
+            TENANT_HEADER=self.tenant_header, JWT_AUTHN=jwt, **{k: f"{v}s" for k, v in self.timeouts.items()})
         path = self.dir / "envoy.yaml"
-        path.write_text(text)
+        path.write_text(text + "\n")
         return path
-
-    def render_jwt_authn(self) -> str:
-        if not self.jwt:
-            return ""
-        return JWT_AUTHN.substitute(ISSUER=self.jwt["issuer"], JWKS=self.jwt["jwks"], CLAIM=self.jwt["claim"],
-                                    TENANT_HEADER=self.tenant_header)
 
     def start_envoy(self):
         if not self.wasm.exists():
@@ -194,42 +237,6 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"==> {p.name} <==\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.dir.glob("*.log")))
-
-
-PLAIN_LISTENER = string.Template("""\
-  - name: plain
-    address: { socket_address: { address: 127.0.0.1, port_value: $PORT } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: plain
-          route_config:
-            virtual_hosts: [{ name: plain, domains: ["*"], routes: [{ match: { prefix: "/" }, route: { cluster: "$CLUSTER" } }] }]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-""")
-
-
-# Verifies `authorization: Bearer <JWT>` against a local JWKS and copies one claim into the tenant
-# header (after strip_tenant_header removed the client's). A request without a JWT passes (its
-# tenant is then its credential's); a JWT that fails verification gets 401.
-JWT_AUTHN = string.Template("""\
-          - name: envoy.filters.http.jwt_authn
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-              providers:
-                tenant_jwt:
-                  issuer: "$ISSUER"
-                  local_jwks: { inline_string: '$JWKS' }
-                  forward: true
-                  claim_to_headers: [{ header_name: "$TENANT_HEADER", claim_name: "$CLAIM" }]
-              rules:
-              - match: { prefix: "/" }
-                requires: { requires_any: { requirements: [{ provider_name: tenant_jwt }, { allow_missing: {} }] } }
-""")
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0):

@@ -101,13 +101,10 @@ def parse_sse(raw: bytes) -> list[str]:
 # ---- plain endpoints ---------------------------------------------------------------------
 
 
-def test_healthz_models_and_404(port):
-    resp, body = request(port, "GET", "/healthz")
-    assert (resp.status, body) == (200, b"ok")
-    assert resp.getheader("x-mock-upstream") == NAME
-
+def test_models_404_and_405(port):
     resp, body = request(port, "GET", "/v1/models")
     assert resp.status == 200
+    assert resp.getheader("x-mock-upstream") == NAME
     models = json.loads(body)
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == [NAME]
 
@@ -116,7 +113,10 @@ def test_healthz_models_and_404(port):
     assert resp.getheader("x-mock-upstream") == NAME
     err = json.loads(body)["error"]
     assert set(err) == {"message", "type", "param", "code"}
-    assert err["type"] == "invalid_request_error"
+    assert err["type"] == "invalid_request_error" and err["code"] == "unknown_url"
+
+    resp, body = request(port, "GET", "/v1/chat/completions")
+    assert resp.status == 405 and json.loads(body)["error"]["code"] == "method_not_allowed"
 
 
 # ---- JSON completions --------------------------------------------------------------------
@@ -136,12 +136,10 @@ def test_json_completion_shape(port):
     assert obj["object"] == "chat.completion"
     assert isinstance(obj["created"], int) and abs(obj["created"] - time.time()) < 60
     assert obj["model"] == "math-model"
-    assert isinstance(obj["system_fingerprint"], str)
     [choice] = obj["choices"]
     assert choice == {
         "index": 0,
-        "message": {"role": "assistant", "content": "math-model answers: what is 2+2?",
-                    "refusal": None, "annotations": []},
+        "message": {"role": "assistant", "content": "math-model answers: what is 2+2?"},
         "logprobs": None,
         "finish_reason": "stop",
     }
@@ -159,14 +157,12 @@ def test_model_is_echoed_and_ids_are_unique(port):
     assert a["choices"][0]["message"]["content"] == "math-model answers: what is 2+2?"
 
 
-def test_content_parts_and_n(port):
-    body = chat_body(n=3)
+def test_content_parts(port):
+    body = chat_body()
     body["messages"][0]["content"] = [{"type": "text", "text": "part one"},
                                       {"type": "text", "text": "part two"}]
     obj = json.loads(post(port, "/v1/chat/completions", body)[1])
-    assert [c["index"] for c in obj["choices"]] == [0, 1, 2]
-    assert {c["message"]["content"] for c in obj["choices"]} == {
-        "math-model answers: part one part two"}
+    assert obj["choices"][0]["message"]["content"] == "math-model answers: part one part two"
 
 
 @pytest.mark.parametrize("body,param", [
@@ -345,28 +341,6 @@ def test_header_status_injection(port, client):
             extra_headers={"x-mock-status": "502"})
 
 
-def test_mock_fail_endpoint(port, client):
-    resp, raw = post(port, "/mock/fail", {"status": 500, "count": 2})
-    assert resp.status == 200 and json.loads(raw)["pending"] == [{"count": 2, "status": 500}]
-    for _ in range(2):
-        with pytest.raises(openai.InternalServerError):
-            client.chat.completions.create(model="m",
-                                           messages=[{"role": "user", "content": "hi"}])
-    r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-    assert r.choices[0].message.content == "math-model answers: hi"
-
-    recorded = json.loads(request(port, "GET", "/mock/requests")[1])["requests"]
-    assert [r["injected"] for r in recorded] == [{"status": 500}, {"status": 500}, None]
-
-    # reset drops pending failures too
-    post(port, "/mock/fail", {"status": 503, "count": 5})
-    post(port, "/mock/reset", {})
-    assert post(port, "/v1/chat/completions", chat_body())[0].status == 200
-
-    assert post(port, "/mock/fail", {"status": 200})[0].status == 400
-    assert post(port, "/mock/fail", {"status": 500, "count": 0})[0].status == 400
-
-
 def _raw_read_stream(port, headers=None) -> tuple[bytes, Exception | None]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", "/v1/chat/completions", json.dumps(chat_body(stream=True)),
@@ -399,14 +373,6 @@ def test_truncated_stream(port, client, mode):
     assert len(seen) <= 2 and all(c.choices[0].finish_reason is None for c in seen)
 
 
-def test_truncated_stream_via_mock_fail(port, client):
-    post(port, "/mock/fail", {"truncate": True, "count": 1})
-    got, err = _raw_read_stream(port)
-    assert err is not None and b"[DONE]" not in got
-    got, err = _raw_read_stream(port)  # only one was asked for
-    assert err is None and parse_sse(got)[-1] == "[DONE]"
-
-
 def test_truncated_json(port, client):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", "/v1/chat/completions", json.dumps(chat_body()),
@@ -436,16 +402,15 @@ def test_delay_header(port):
 def test_requests_are_recorded(port):
     post(port, "/v1/chat/completions", chat_body("first"), {"X-Vane-Route": "math"})
     request(port, "POST", "/v1/chat/completions?x=1", b"{bad", {"content-type": "text/plain"})
-    request(port, "GET", "/healthz")  # not a chat request: not recorded
+    request(port, "GET", "/v1/models")  # not a chat request: not recorded
     recorded = json.loads(request(port, "GET", "/mock/requests")[1])["requests"]
     assert len(recorded) == 2
     a, b = recorded
-    assert a["method"] == "POST" and a["path"] == "/v1/chat/completions"
+    assert a["path"] == "/v1/chat/completions"
     assert a["headers"]["x-vane-route"] == "math"
     assert a["headers"]["content-type"] == "application/json"
     assert all(k == k.lower() for k in a["headers"])
     assert a["body"] == chat_body("first")
-    assert a["injected"] is None
     assert b["path"] == "/v1/chat/completions?x=1"
     assert b["body"] is None and b["body_text"] == "{bad"
 
@@ -461,7 +426,7 @@ def test_exits_cleanly_on_signal(sig):
     proc, port = start_mock("--delay", "0")
     # with an idle keep-alive connection open, which must not hold up the exit
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/healthz")
+    conn.request("GET", "/v1/models")
     conn.getresponse().read()
     os.kill(proc.pid, sig)
     try:

@@ -12,6 +12,7 @@ import http.client
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import Message
@@ -19,25 +20,6 @@ from email.message import Message
 CHAT = "/v1/chat/completions"
 MODELS = ("math-model", "general-model")
 PROBE = "x-e2e-probe"  # marks the tests' own cache probes (see Vane.probe)
-
-def demo_config_variant(tmp_path, name: str, *, safety: str | None = None, cache: str | None = None) -> "Path":
-    """config/vane.yaml with absolute paths, written to ``tmp_path/name``; ``safety`` (YAML lines
-    indented two spaces) replaces its safety section, ``cache`` lines are added to its cache section."""
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2]
-    text = (root / "config" / "vane.yaml").read_text()
-    text = text.replace("../models/build/", f"{root}/models/build/")
-    if safety is not None:
-        assert "\nsafety:\n" in text, "config/vane.yaml has a safety section, the last one"
-        text = text[:text.index("\nsafety:\n")] + "\nsafety:\n" + safety
-    if cache is not None:
-        assert "\ncache:\n" in text
-        text = text.replace("\ncache:\n", "\ncache:\n" + cache, 1)
-    text = text.replace("head: heads/", f"head: {root}/config/heads/")
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
 
 # Lines in the Envoy / sidecar logs that mean the wasm VM (or the sidecar) crashed.
 CRASH_RE = re.compile(r"panicked at|Uncaught|RuntimeError|wasm vm crash|Wasm VM failed", re.I)
@@ -150,6 +132,19 @@ def routed_to_math(sent: dict) -> dict:
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.load(r)
+
+
+def admin_request(stack, path: str, body: dict | bytes | None = None) -> tuple[int, object]:
+    """(status, JSON answer) of the sidecar's admin API: GET without a body, POST with one."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{stack.admin_port}{path}", data=data,
+                                 method="GET" if body is None else "POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
 
 
 def post_json(url: str, obj) -> None:
@@ -305,11 +300,8 @@ class Vane:
 
     def store_counts(self) -> dict[str, int]:
         """``vane_cache_stores_total`` by result (stored, truncated_stream, ...): diagnostics."""
-        url = f"http://127.0.0.1:{self.stack.admin_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
         return {m.group(1): int(m.group(2)) for m in
-                re.finditer(r'^vane_cache_stores_total\{result="([^"]+)"\} (\d+)', text, re.M)}
+                re.finditer(r'^vane_cache_stores_total\{result="([^"]+)"\} (\d+)', self.get_metrics_text(), re.M)}
 
     # -- health --
     def crash_lines(self) -> list[str]:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from helpers import chat_body, demo_config_variant, sse_chunks, sse_events
+from helpers import chat_body, sse_chunks, sse_events
+from stack import config_variant
 
 MATH = "What is the integral of x squared?"
 ROME = "Who was the first emperor of Rome?"
@@ -163,10 +164,7 @@ def test_question_with_a_different_answer_is_not_a_hit(vane, cached, asked):
 
 
 def test_categories_can_tighten_the_threshold_or_never_be_cached(make_stack, tmp_path):
-    config = demo_config_variant(tmp_path, "vane-cache-categories.yaml", cache=(
-        "  categories:\n"
-        "    history: { threshold: 0.99 }      # 'Who was Rome's first emperor?' scores 0.965\n"
-        "    programming: { enabled: false }\n"))
+    config = config_variant(tmp_path / "vane.yaml", "cache-categories")
     v = make_stack(sidecar_config=config)
     v.chat_stored(ROME)
     assert assert_hit(v.chat(ROME)) == 1.0, "an exact repeat passes any threshold"
@@ -185,8 +183,7 @@ def test_categories_can_tighten_the_threshold_or_never_be_cached(make_stack, tmp
 
 
 def test_entries_expire_after_the_ttl(make_stack, tmp_path):
-    config = demo_config_variant(tmp_path, "vane-cache-ttl.yaml", cache="  ttl_seconds: 1\n")
-    config.write_text(config.read_text().replace("  ttl_seconds: 3600\n", ""))
+    config = config_variant(tmp_path / "vane.yaml", "cache-ttl")
     v = make_stack(sidecar_config=config)
     v.chat_stored(MATH)
     assert_hit(v.chat(MATH))
@@ -198,7 +195,7 @@ def test_entries_expire_after_the_ttl(make_stack, tmp_path):
 
 def test_the_cache_survives_a_sidecar_restart_through_its_snapshot(make_stack, tmp_path):
     snapshot = tmp_path / "cache.snap"
-    config = demo_config_variant(tmp_path, "vane-snapshot.yaml", cache=f"  snapshot: {snapshot}\n  snapshot_interval_seconds: 0\n")
+    config = config_variant(tmp_path / "vane.yaml", {"cache": {"snapshot": str(snapshot), "snapshot_interval_seconds": 0}})
     v = make_stack(sidecar_config=config)
     first = v.chat_stored(ROME)
     v.stack.stop_sidecar()  # SIGTERM: the sidecar writes its snapshot on the way out

@@ -3,26 +3,12 @@ given as the tenant or as the raw credential, hashed the way the filter does —
 flush, each proved by what the next request gets, through Envoy."""
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 import pytest
+
+from helpers import admin_request
 
 ROME = "Who was the first emperor of Rome?"
 MATH = "What is the integral of x squared?"
-
-
-def admin(v, path: str, body: dict | None = None):
-    url = f"http://127.0.0.1:{v.stack.admin_port}{path}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                 headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
 
 
 @pytest.fixture
@@ -36,7 +22,7 @@ def test_stats_count_entries_groups_and_tenants(admin_stack):
     v.chat_stored(ROME)
     v.chat_stored(MATH)
     v.chat_stored(ROME, api_key=other)
-    status, stats = admin(v, "/v1/cache/stats")
+    status, stats = admin_request(v.stack, "/v1/cache/stats")
     assert status == 200, stats
     assert (stats["entries"], stats["tenants"], stats["backend"]) == (3, 2, "memory"), stats
     assert stats["payload_bytes"] > 0 and len(stats["epoch"]) == 16, stats
@@ -47,7 +33,7 @@ def test_invalidate_by_credential_touches_only_that_tenant(admin_stack):
     other = v.api_key + "-other"
     v.chat_stored(ROME)
     v.chat_stored(ROME, api_key=other)
-    status, got = admin(v, "/v1/cache/invalidate", {"api_key": f"Bearer {v.api_key}"})
+    status, got = admin_request(v.stack, "/v1/cache/invalidate", {"api_key": f"Bearer {v.api_key}"})
     assert (status, got) == (200, {"invalidated": 1})
     assert v.chat(ROME).cache == "miss"
     assert v.chat(ROME, api_key=other).cache == "hit"
@@ -59,10 +45,10 @@ def test_invalidate_by_entry_id_and_by_prompt(admin_stack):
     v.chat_stored(MATH)
     hit = v.chat(ROME)
     assert hit.cache == "hit" and hit.header("x-vane-cache-entry"), hit
-    status, got = admin(v, "/v1/cache/invalidate", {"id": hit.header("x-vane-cache-entry")})
+    status, got = admin_request(v.stack, "/v1/cache/invalidate", {"id": hit.header("x-vane-cache-entry")})
     assert (status, got) == (200, {"invalidated": 1})
     assert v.chat(ROME).cache == "miss"
-    status, got = admin(v, "/v1/cache/invalidate", {"prompt": f"  {MATH} ", "model": "auto"})
+    status, got = admin_request(v.stack, "/v1/cache/invalidate", {"prompt": f"  {MATH} ", "model": "auto"})
     assert (status, got) == (200, {"invalidated": 1}), "whitespace aside, as the exact tier compares"
     assert v.chat(MATH).cache == "miss"
 
@@ -71,9 +57,9 @@ def test_flush_empties_the_cache(admin_stack):
     v = admin_stack
     v.chat_stored(ROME)
     v.chat_stored(MATH)
-    status, got = admin(v, "/v1/cache/flush", {})
+    status, got = admin_request(v.stack, "/v1/cache/flush", {})
     assert (status, got) == (200, {"invalidated": 2})
-    assert admin(v, "/v1/cache/stats")[1]["entries"] == 0
+    assert admin_request(v.stack, "/v1/cache/stats")[1]["entries"] == 0
     assert v.chat(ROME).cache == "miss"
     assert "vane_cache_invalidated_total 2" in v.get_metrics_text()
 
@@ -81,7 +67,7 @@ def test_flush_empties_the_cache(admin_stack):
 def test_bad_invalidations_are_openai_errors(admin_stack):
     v = admin_stack
     for body in [{}, {"tenat": "x"}, {"id": "not-a-number"}, {"tenant": "k:1", "api_key": "sk"}]:
-        status, got = admin(v, "/v1/cache/invalidate", body)
+        status, got = admin_request(v.stack, "/v1/cache/invalidate", body)
         assert status == 400 and got["error"]["type"] == "invalid_request_error", (body, got)
     v.chat_stored(ROME)
     assert v.chat(ROME).cache == "hit", "nothing was removed"

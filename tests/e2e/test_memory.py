@@ -12,7 +12,8 @@ import socket
 import threading
 import time
 
-from helpers import chat_body, demo_config_variant
+from helpers import chat_body
+from stack import config_variant
 
 KIB = 1024
 # Large prompts take a debug-build sidecar longer than the filter's default 200 ms to route.
@@ -26,15 +27,11 @@ def big_prompt(i: int, size: int) -> str:
     return text[:size]
 
 
-def sidecar_config(tmp_path, *, cache: str = "", server: str = ""):
-    """The demo configuration with extra ``cache:`` and ``server:`` lines (two-space indented),
+def sidecar_config(tmp_path, **sections):
+    """The demo configuration with ``sections`` (``cache={...}``, ``server={...}``) merged in,
     without jailbreak judgement: these prompts are far over its window budget (they would be
     refused as too long to judge), and what is tested here is what the sidecar holds."""
-    path = demo_config_variant(tmp_path, "vane.yaml", cache=cache, safety="  {}\n")
-    text = path.read_text()
-    assert "\nserver:\n" in text
-    path.write_text(text.replace("\nserver:\n", "\nserver:\n" + server, 1))
-    return path
+    return config_variant(tmp_path / "vane.yaml", "no-jailbreak", sections)
 
 
 def metric(v, name: str, labels: str | None = None) -> float:
@@ -59,7 +56,7 @@ def test_tickets_of_failed_answers_are_released_at_once(make_stack, tmp_path):
     """The issue's reproducer, scaled down: large prompts whose upstream answers 400 leave no
     ticket behind (before: each kept its prompt for 600 s), and answers that end otherwise
     without a store (truncated, client gone) release theirs too."""
-    config = sidecar_config(tmp_path, cache="  tickets: { max_bytes: 1MiB }\n")
+    config = sidecar_config(tmp_path, cache={"tickets": {"max_bytes": "1MiB"}})
     v = make_stack(sidecar_config=config, filter_config=FILTER)
     require_metric(v, "vane_tickets")
     require_metric(v, "vane_tickets_bytes")
@@ -98,7 +95,7 @@ def test_pending_tickets_stay_within_their_byte_bound(make_stack, tmp_path):
     """Slow answers pile tickets up: beyond cache.tickets.max_bytes the oldest are dropped, and
     the gauge never passes the bound."""
     bound = 300 * KIB  # two 100 KB tickets fit, not three
-    config = sidecar_config(tmp_path, cache=f"  tickets: {{ max_bytes: {bound} }}\n")
+    config = sidecar_config(tmp_path, cache={"tickets": {"max_bytes": bound}})
     # Six large Routes at once take a debug-build sidecar on a busy 2-core machine seconds.
     v = make_stack(sidecar_config=config, filter_config={"timeout_ms": 30000})
     n = 6
@@ -133,7 +130,7 @@ def test_the_cache_is_bounded_in_bytes_and_refuses_oversized_entries(make_stack,
     evicted, vane_cache_bytes stays within the bound; an entry over max_entry_bytes is never
     stored, and a prompt that alone is over it gets no ticket."""
     bound = 1024 * KIB
-    config = sidecar_config(tmp_path, cache=f"  max_bytes: {bound}\n  max_entry_bytes: 300KiB\n")
+    config = sidecar_config(tmp_path, cache={"max_bytes": bound, "max_entry_bytes": "300KiB"})
     v = make_stack(sidecar_config=config, filter_config=FILTER)
     require_metric(v, "vane_cache_bytes")
     keys = [f"{v.api_key}-{i}" for i in range(10)]  # a tenant each: no cross hits
@@ -163,7 +160,7 @@ def test_the_cache_is_bounded_in_bytes_and_refuses_oversized_entries(make_stack,
 def test_route_and_store_are_capped_per_call(make_stack, tmp_path):
     """A Route over server.max_route_bytes is refused (the filter fails open, says why); a
     Store over server.max_store_bytes is not stored."""
-    config = sidecar_config(tmp_path, server="  max_route_bytes: 64KiB\n  max_store_bytes: 32KiB\n")
+    config = sidecar_config(tmp_path, server={"max_route_bytes": "64KiB", "max_store_bytes": "32KiB"})
     v = make_stack(sidecar_config=config, filter_config=FILTER)
     prompt = big_prompt(1, 100 * KIB)
     r = v.chat(prompt)

@@ -9,25 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers import chat_body
+from helpers import admin_request, chat_body
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from milvus_server import MilvusServer  # noqa: E402
+from stack import config_variant  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 ROME = "Who was the first emperor of Rome?"
 
 
 def milvus_config(tmp_path: Path, address: str) -> Path:
-    """config/vane.yaml with absolute paths and the cache on Milvus."""
-    text = (ROOT / "config" / "vane.yaml").read_text()
-    text = text.replace("../models/build/", f"{ROOT}/models/build/").replace("head: heads/", f"head: {ROOT}/config/heads/")
-    anchor = "  max_entries: 10000\n"
-    assert anchor in text, "config/vane.yaml's cache section changed"
-    text = text.replace(anchor, anchor + f"  backend: milvus\n  milvus: {{ address: '{address}', collection: e2e_cache }}\n")
-    path = tmp_path / "vane-milvus.yaml"
-    path.write_text(text)
-    return path
+    """config/vane.yaml with the cache on Milvus at ``address``."""
+    return config_variant(tmp_path / "vane-milvus.yaml", "milvus", {"cache": {"milvus": {"address": address}}})
 
 
 @pytest.fixture
@@ -70,13 +63,13 @@ def test_cache_on_milvus_hits_fails_open_and_reconnects(make_stack, milvus, tmp_
 
 
 def test_admin_invalidate_and_flush_on_milvus(make_stack, milvus, tmp_path):
-    from test_cache_admin import MATH, admin
+    from test_cache_admin import MATH
     v = make_stack(sidecar_config=milvus_config(tmp_path, milvus.address))
     other = v.api_key + "-other"
     for key in (v.api_key, other):
         v.chat_stored(ROME, api_key=key)
     v.chat_stored(MATH)
-    status, stats = admin(v, "/v1/cache/stats")
+    status, stats = admin_request(v.stack, "/v1/cache/stats")
     assert (status, stats["backend"], stats["entries"]) == (200, "milvus", 3), stats
 
     def gone(prompt: str, **kw):
@@ -87,14 +80,14 @@ def test_admin_invalidate_and_flush_on_milvus(make_stack, milvus, tmp_path):
         assert r.status == 200 and r.cache == "miss", r
 
     # By credential (hashed as the filter does): this tenant's entries only.
-    assert admin(v, "/v1/cache/invalidate", {"api_key": f"Bearer {v.api_key}"}) == (200, {"invalidated": 2})
+    assert admin_request(v.stack, "/v1/cache/invalidate", {"api_key": f"Bearer {v.api_key}"}) == (200, {"invalidated": 2})
     gone(ROME)
     assert v.chat(ROME, api_key=other).cache == "hit", "another tenant's entry stays"
     # By the entry id a hit reported.
     entry = v.chat(ROME, api_key=other).header("x-vane-cache-entry")
-    assert admin(v, "/v1/cache/invalidate", {"id": entry}) == (200, {"invalidated": 1})
+    assert admin_request(v.stack, "/v1/cache/invalidate", {"id": entry}) == (200, {"invalidated": 1})
     gone(ROME, api_key=other)
     # Flush: everything (and whatever the misses above stored again by then).
-    status, got = admin(v, "/v1/cache/flush", {})
+    status, got = admin_request(v.stack, "/v1/cache/flush", {})
     assert status == 200 and got["invalidated"] >= 1, got
     gone(MATH)

@@ -11,23 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from helpers import chat_body, demo_config_variant
+from helpers import chat_body
+from stack import config_variant
 
 CARD = "My card is 4111 1111 1111 1111 and my email is jane.doe@example.com. When did the First World War begin?"
 
 
-JAILBREAK = """  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, action: block }
-"""
-
-
 def config_with_pii(tmp_path: Path, action: str) -> Path:
     """config/vane.yaml with a PII policy beside its jailbreak detection."""
-    return demo_config_variant(tmp_path, f"vane-pii-{action}.yaml", safety=JAILBREAK + f"""  pii:
-    action: {action}
-    models:
-      math-model: {{ allow: [all] }}
-      general-model: {{ allow: [email] }}
-""")
+    return config_variant(tmp_path / f"vane-pii-{action}.yaml", "pii", {"safety": {"pii": {"action": action}}})
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ like the first. Each second question below must miss and reach a model; an ident
 still an exact hit."""
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 
 import pytest
 
-from helpers import demo_config_variant
+from helpers import admin_request
+from stack import config_variant
 
 # (cached, asked, whether the encoder could read so little of the first that it is routed to
 # the default model: routing.max_unknown_share is 0.2, the cache's 0).
@@ -90,8 +89,7 @@ def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack, 
     # Its own stack with generous time limits: the jailbreak windows over ~280 words take a debug
     # sidecar on a slow 2-core machine past the default 120 ms deadline / 200 ms filter timeout,
     # and a refusal or a fallback is no answer. What is tested is the cache.
-    config = demo_config_variant(tmp_path, "vane-long.yaml", safety=(
-        "  jailbreak: { head: heads/jailbreak.json, threshold: 0.85, deadline_ms: 4000 }\n"))
+    config = config_variant(tmp_path / "vane.yaml", "jailbreak-long")
     vane = make_stack(sidecar_config=config, filter_config={"timeout_ms": 5000})
     first = vane.chat_stored(f"{DOC}\nSummarise the outlook in one sentence.")
     skipped = lookups(vane, "truncated")  # after the store: chat_stored's probes may count too
@@ -104,11 +102,10 @@ def test_a_long_document_with_another_question_at_its_end_is_a_miss(make_stack, 
 
 
 def test_classify_reports_what_the_encoder_read(vane):
-    body = json.dumps({"texts": ["秦朝是哪一年建立的？", "What is the integral of x squared?"]}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{vane.stack.admin_port}/v1/classify", body,
-                                 {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        chinese, english = json.load(r)["results"]
+    status, got = admin_request(vane.stack, "/v1/classify",
+                                {"texts": ["秦朝是哪一年建立的？", "What is the integral of x squared?"]})
+    assert status == 200, got
+    chinese, english = got["results"]
     assert chinese["reading"]["semantic_cache"] == "unknown_tokens", chinese
     assert chinese["reading"]["unknown_share"] > 0.3, chinese
     assert (chinese["category"], chinese["source"], chinese["model"]) == ("default", "unreadable", "general-model"), chinese

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from helpers import chat_body, post_json, sse_chunks, sse_content, sse_events
+from helpers import chat_body, sse_chunks, sse_content, sse_events
 
 MATH = "Solve 2x + 5 = 17 for x."
 
 
-@pytest.mark.parametrize("status", [500, 429])
+@pytest.mark.parametrize("status", [500, 503, 429])
 def test_upstream_error_is_not_cached(vane, status):
     r = vane.chat(MATH, headers={"x-mock-status": str(status)})
     assert r.status == status, r
@@ -66,17 +66,6 @@ def test_truncated_json_answer_is_not_cached(vane, how):
     assert r.status == 200 and r.cache == "miss", r
     assert r.content == f"math-model answers: {MATH}"
     assert len(vane.upstream_requests("math-model")) == 2
-
-
-def test_upstream_failure_injected_by_mock_fail_is_not_cached(vane):
-    """The same through the mock's own /mock/fail queue (no request header involved)."""
-    post_json(vane.stack.upstream_url("general-model", "/mock/fail"), {"status": 503, "count": 1})
-    prompt = "Who was the first emperor of Rome?"
-    r = vane.chat(prompt)
-    assert r.status == 503 and r.header("x-mock-upstream") == "general-model", r
-    vane.assert_not_cached(chat_body(prompt))
-    r = vane.chat(prompt)
-    assert r.status == 200 and r.cache == "miss", r
 
 
 def test_answer_over_max_response_bytes_is_not_cached(make_stack):
