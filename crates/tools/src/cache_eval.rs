@@ -5,10 +5,8 @@
 //! duplicates that hit.
 
 use std::fmt::Write as _;
-use std::io::BufRead;
 use std::path::Path;
 
-use anyhow::Context;
 use serde_json::Value;
 
 use vane_cache::guard;
@@ -31,20 +29,14 @@ pub struct Fields<'a> {
 
 /// Reads labelled pairs; rows lacking a question or a readable label are skipped and counted.
 pub fn read_pairs(path: &Path, fields: &Fields) -> anyhow::Result<(Vec<Pair>, usize)> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let (mut pairs, mut skipped) = (Vec::new(), 0);
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), n + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row: Value = serde_json::from_str(&line).with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+    crate::dataset::for_each_row(path, |_, row, _| {
         let text = |f: &str| row.get(f).and_then(Value::as_str).filter(|s| !s.trim().is_empty()).map(str::to_string);
         match (text(fields.cached), text(fields.asked), row.get(fields.label).and_then(is_duplicate)) {
             (Some(cached), Some(asked), Some(duplicate)) => pairs.push(Pair { cached, asked, duplicate }),
             _ => skipped += 1,
         }
-    }
+    })?;
     Ok((pairs, skipped))
 }
 
@@ -65,18 +57,10 @@ fn is_duplicate(v: &Value) -> Option<bool> {
 /// `limit` of `n` indices, the same ones on every run (a seeded shuffle), in file order.
 pub fn subsample(n: usize, limit: Option<usize>, seed: u64) -> Vec<usize> {
     let Some(limit) = limit.filter(|&l| l < n) else { return (0..n).collect() };
-    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        // splitmix64: enough to shuffle reproducibly without another dependency.
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng = crate::train::Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut all: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        all.swap(i, (next() % (i as u64 + 1)) as usize);
+        all.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     let mut kept = all[..limit].to_vec();
     kept.sort_unstable();

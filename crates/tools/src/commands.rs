@@ -198,9 +198,9 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
     let mut worst: Vec<(f32, String)> = Vec::new();
     let mut truncated = 0;
     for path in &args.data {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let row: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))?;
+        let mut rows = Vec::new();
+        dataset::for_each_row(path, |_, row, _| rows.push(row))?;
+        for row in rows {
             for field in &args.text_fields {
                 let Some(text) = row.get(field).and_then(serde_json::Value::as_str) else { continue };
                 let reading = tokenize(text)?.reading;

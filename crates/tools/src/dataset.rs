@@ -33,20 +33,29 @@ pub struct Loaded {
 /// boolean and is stringified (`0`, `true`). Rows lacking any of the fields (or with null,
 /// empty or non-text values) are skipped and counted; a line that is not JSON is an error.
 pub fn read_jsonl(path: &Path, text_fields: &[String], label_field: &str) -> anyhow::Result<Loaded> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut out = Loaded::default();
+    for_each_row(path, |row, value, raw| {
+        match (text_of(&value, text_fields), value.get(label_field).and_then(label_of)) {
+            (Some(text), Some(label)) => out.examples.push(Example { row, text, label, raw: raw.to_string() }),
+            _ => out.skipped += 1,
+        }
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each non-blank line of a JSONL file: its 1-based row, the parsed object and
+/// the line as written. A line that cannot be read or is not JSON is an error naming the row.
+pub fn for_each_row(path: &Path, mut f: impl FnMut(usize, Value, &str)) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read", path.display(), n + 1))?;
         if line.trim().is_empty() {
             continue;
         }
         let value: Value = serde_json::from_str(&line).with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
-        match (text_of(&value, text_fields), value.get(label_field).and_then(label_of)) {
-            (Some(text), Some(label)) => out.examples.push(Example { row: n + 1, text, label, raw: line }),
-            _ => out.skipped += 1,
-        }
+        f(n + 1, value, &line);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn text_of(row: &Value, fields: &[String]) -> Option<String> {
