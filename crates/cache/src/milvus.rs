@@ -31,8 +31,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Creating, indexing and loading the collection takes seconds, far beyond a request's timeout.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Per RPC outside lookups (the first write to a new segment can take a few hundred ms).
+/// Expired ids deleted per Milvus call during cleanup.
 const CLEANUP_PAGE: i64 = 5_000;
+/// Per RPC outside lookups (the first write to a new segment can take a few hundred ms).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]

@@ -76,7 +76,7 @@ impl ModelConfig {
 mod defaults {
     pub fn max_tokens() -> usize { 256 }
     pub fn threads() -> usize { 1 }
-    pub fn encoders() -> usize { 1 }
+    pub fn encoders() -> usize { 2 }
     pub fn max_batch() -> usize { 32 }
     pub fn max_batch_tokens() -> usize { 8192 }
     pub fn queue() -> usize { 1024 }

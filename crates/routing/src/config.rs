@@ -309,8 +309,8 @@ impl SafetyConfig {
 mod defaults {
     pub fn routing_max_unknown_share() -> f32 { 0.2 }
     pub fn aliases() -> Vec<String> { vec!["auto".into()] }
-    pub fn confidence_floor() -> f32 { 0.3 }
-    pub fn example_similarity() -> f32 { 0.5 }
+    pub fn confidence_floor() -> f32 { 0.5 }
+    pub fn example_similarity() -> f32 { 0.45 }
     pub fn reasoning_effort() -> String { "medium".into() }
     pub fn cost() -> f64 { 1.0 }
     pub fn success_label() -> String { "1".into() }

@@ -392,6 +392,26 @@ routing:
         assert!(err(&format!("{GOOD}cache: {{ max_bytes: 99999999999999GiB }}\n")).starts_with("cache.max_bytes"), "overflow");
     }
 
+    /// config/vane.yaml spells out its knobs for the reader; where it sets one, it sets the
+    /// code's default, so that a config without the line behaves as the demo does.
+    #[test]
+    fn the_demo_config_and_the_code_defaults_agree() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let demo = Config::load_sections(&dir.join("vane.yaml")).unwrap();
+        let bare = Config::parse("model: { onnx: m.onnx, tokenizer: t.json }\nrouting: { default_model: m }\nsafety: { jailbreak: { head: h.json, threshold: 0.5 } }\n", &dir).unwrap();
+        let (m, b) = (&demo.model, &bare.model);
+        assert_eq!((m.max_tokens, m.threads, m.encoders, m.max_batch, m.max_batch_tokens, m.max_wait_us, m.queue, m.device), (b.max_tokens, b.threads, b.encoders, b.max_batch, b.max_batch_tokens, b.max_wait_us, b.queue, b.device));
+        let (r, b) = (&demo.routing, &bare.routing);
+        assert_eq!((r.confidence_floor, r.example_similarity, r.max_unknown_share, &r.default_reasoning_effort), (b.confidence_floor, b.example_similarity, b.max_unknown_share, &b.default_reasoning_effort));
+        let (t, u) = (&r.multi_turn, &b.multi_turn);
+        assert_eq!((t.history_weight, t.sticky, t.upgrade_margin), (u.history_weight, u.sticky, u.upgrade_margin));
+        let (c, b) = (&demo.cache, &bare.cache);
+        assert_eq!((c.enabled, c.threshold, c.max_unknown_share, c.ttl_seconds, c.max_entries, c.eviction), (b.enabled, b.threshold, b.max_unknown_share, b.ttl_seconds, b.max_entries, b.eviction));
+        let (j, b) = (demo.safety.jailbreak.as_ref().unwrap(), bare.safety.jailbreak.as_ref().unwrap());
+        assert_eq!((j.action, j.max_windows, j.deadline_ms, j.oversize), (b.action, b.max_windows, b.deadline_ms, b.oversize));
+        assert_eq!((demo.server.grpc, demo.server.admin), (bare.server.grpc, bare.server.admin));
+    }
+
     #[test]
     fn duplicate_categories_are_rejected() {
         let text = GOOD.to_string() + "    - { name: math, model: m2, examples: [a] }\n";
