@@ -392,6 +392,97 @@ routing:
         assert!(err(&format!("{GOOD}cache: {{ max_bytes: 99999999999999GiB }}\n")).starts_with("cache.max_bytes"), "overflow");
     }
 
+    /// A directory with an encoder, a tokenizer and heads, for the checks that read files.
+    fn with_files(name: &str) -> PathBuf {
+        use vane_model::head::{Head, Kind, Meta, Params};
+        let dir = std::env::temp_dir().join(format!("vane-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("m.onnx"), b"an encoder").unwrap();
+        std::fs::write(dir.join("t.json"), b"a tokenizer").unwrap();
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Head::new(labels(&["math", "law", "other"]), Params::zeros(Kind::Softmax, 4, 0, 3), Meta::default()).save(&dir.join("topics.json")).unwrap();
+        Head::new(labels(&["0", "1"]), Params::zeros(Kind::Softmax, 4, 0, 2), Meta::default()).save(&dir.join("jb.json")).unwrap();
+        Head::new(labels(&["0", "1"]), Params::zeros(Kind::Softmax, 8, 0, 2), Meta::default()).save(&dir.join("wide.json")).unwrap();
+        dir
+    }
+
+    const WITH_HEADS: &str = r#"
+model: { onnx: m.onnx, tokenizer: t.json }
+routing:
+  default_model: general
+  head: topics.json
+  categories:
+    - { name: math, model: math-model }
+safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
+"#;
+
+    #[test]
+    fn loading_reads_the_files_and_checks_every_reference_at_once() {
+        let dir = with_files("refs");
+        let c = Config::from_yaml(WITH_HEADS, &dir).unwrap();
+        assert_eq!(c.heads.routing.as_ref().map(|h| h.labels().len()), Some(3));
+        assert!(c.heads.jailbreak.is_some() && c.heads.cost_aware.is_none());
+        assert!(Config::parse(WITH_HEADS, &dir).unwrap().heads.routing.is_none(), "parse reads no file");
+        let broken = WITH_HEADS.replace("m.onnx", "missing.onnx").replace("{ name: math, model: math-model }", "{ name: physics, model: math-model }").replace("threshold: 0.8 }", "threshold: 0.8, positive_label: bad, categories: { poetry: { action: off } } }")
+            + "cache: { categories: { cooking: { enabled: false } }, threshold: 2 }\n";
+        let e = Config::from_yaml(&broken, &dir).unwrap_err().to_string();
+        for needle in [
+            "cache.threshold: must be in (0, 1]",
+            "model.onnx: cannot read",
+            "routing.categories[0]: 'physics' has no examples and is not a label of routing.head",
+            "safety.jailbreak.positive_label: 'bad' is not a label",
+            "cache.categories.cooking: 'cooking' is not a routing category",
+            "safety.jailbreak.categories.poetry: 'poetry' is not a routing category",
+        ] {
+            assert!(e.contains(needle), "{e}\nshould say: {needle}");
+        }
+        let e = Config::from_yaml(&WITH_HEADS.replace("jb.json", "wide.json"), &dir).unwrap_err().to_string();
+        assert!(e.contains("safety.jailbreak.head: the head takes 8 dimensions, routing.head 4"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_epoch_follows_the_files_contents_not_only_their_paths() {
+        let dir = with_files("epoch");
+        let epoch = || Config::from_yaml(WITH_HEADS, &dir).unwrap().cache_epoch;
+        let before = epoch();
+        assert_eq!(epoch(), before);
+        std::fs::write(dir.join("m.onnx"), b"a re-exported encoder").unwrap();
+        let after_model = epoch();
+        assert_ne!(after_model, before, "a new model at the same path");
+        let head = vane_model::head::Head::load(&dir.join("topics.json")).unwrap();
+        let retrained = vane_model::head::Head::new(vec!["math".into(), "law".into(), "history".into()], vane_model::head::Params::zeros(vane_model::head::Kind::Softmax, 4, 0, 3), head.meta.clone());
+        retrained.save(&dir.join("topics.json")).unwrap();
+        assert_ne!(epoch(), after_model, "a retrained head at the same path");
+    }
+
+    #[test]
+    fn other_routers_names_are_accepted() {
+        let c = Config::parse(&format!("{GOOD}cache: {{ similarity_threshold: 0.95, eviction_policy: fifo, backend_type: memory }}\n"), Path::new("/")).unwrap();
+        assert_eq!((c.cache.threshold, c.cache.eviction, c.cache.backend), (0.95, vane_cache::eviction::Policy::Fifo, Backend::Memory));
+    }
+
+    #[test]
+    fn knobs_the_backend_ignores_are_errors() {
+        let e = err(&format!("{GOOD}cache: {{ backend: milvus, snapshot: s.snap, max_entries: 5, max_bytes: 8MiB, eviction: lfu }}\n"));
+        for knob in ["cache.snapshot:", "cache.max_entries:", "cache.max_bytes:", "cache.eviction:"] {
+            assert!(e.contains(&format!("{knob} has no effect with cache.backend: milvus")), "{e}\nshould name {knob}");
+        }
+        let e = err(&format!("{GOOD}cache: {{ milvus: {{ address: 'http://m:19530' }} }}\n"));
+        assert!(e.contains("cache.milvus: has no effect with cache.backend: memory"), "{e}");
+        assert!(Config::parse(&format!("{GOOD}cache: {{ backend: milvus, ttl_seconds: 60, threshold: 0.9 }}\n"), Path::new("/")).is_ok(), "what Milvus uses is fine");
+    }
+
+    #[test]
+    fn every_model_a_route_chooses_must_be_listed_when_models_are() {
+        let listed = GOOD.replace("routing:\n", "routing:\n  models: { general: {}, math-model: {} }\n");
+        assert!(Config::parse(&listed, Path::new("/")).is_ok());
+        let e = err(&listed.replace("model: math-model", "model: math-modle"));
+        assert!(e.contains("routing.categories[0].model: 'math-modle' is not in routing.models"), "{e}");
+        let e = err(&listed.replace("default_model: general", "default_model: genral"));
+        assert!(e.contains("routing.default_model: 'genral' is not in routing.models"), "{e}");
+        assert!(Config::parse(&GOOD.replace("model: math-model", "model: anything"), Path::new("/")).is_ok(), "no list, no check");
+    }
+
     /// config/vane.yaml spells out its knobs for the reader; where it sets one, it sets the
     /// code's default, so that a config without the line behaves as the demo does.
     #[test]
