@@ -465,3 +465,6 @@ fn forward_of(d: Decision, ticket: String) -> Forward {
     let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
     Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, ..Forward::default() }
 }
+
+#[cfg(test)]
+mod tests;
