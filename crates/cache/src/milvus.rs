@@ -92,7 +92,7 @@ impl MilvusCache {
         MilvusCache { link, threshold, ttl, metrics, last_error: Mutex::new(None), max_entry_bytes: usize::MAX }
     }
 
-    /// Entries estimated ([`super::entry_bytes`]) over `max` are not stored (`too_large`).
+    /// Entries estimated ([`crate::entry_bytes`]) over `max` are not stored (`too_large`).
     pub fn with_max_entry_bytes(self, max: usize) -> MilvusCache {
         MilvusCache { max_entry_bytes: max, ..self }
     }

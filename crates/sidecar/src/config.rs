@@ -22,7 +22,8 @@ use vane_routing::config::{RoutingConfig, SafetyConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    /// `source` is printed after it by `{:#}` (anyhow's chain).
+    #[error("cannot read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },

@@ -1,4 +1,4 @@
-//! `eval-pii`: precision and recall of [`super::pii::detect`] on presidio-shaped JSONL
+//! `eval-pii`: precision and recall of [`vane_routing::pii::detect`] on presidio-shaped JSONL
 //! (`{"text": ..., "spans": [{"type": "EMAIL_ADDRESS", "start": 3, "end": 14}, ...]}`, offsets
 //! in characters). A finding counts as correct when it overlaps a labeled span of its type.
 
