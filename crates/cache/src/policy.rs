@@ -29,10 +29,6 @@ impl CachePolicy {
         !self.categories.is_empty()
     }
 
-    pub fn categories(&self) -> impl Iterator<Item = &str> {
-        self.categories.keys().map(String::as_str)
-    }
-
     /// The lowest threshold any request can get: what the index must return candidates down to.
     pub fn floor(&self) -> f32 {
         self.categories.values().filter_map(|c| c.threshold).fold(self.threshold, f32::min)

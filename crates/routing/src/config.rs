@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub struct SafetyConfig {
     /// Which PII types each model may receive, and what to do about the others.
     #[serde(default)]
-    pub pii: Option<crate::pii_policy::PiiPolicyConfig>,
+    pub pii: Option<PiiPolicyConfig>,
     /// Jailbreak and prompt-injection detection (a binary head over the embedding).
     #[serde(default)]
     pub jailbreak: Option<JailbreakConfig>,
@@ -227,6 +227,33 @@ pub struct CostAwareConfig {
     /// Only prompts routed to this model are considered for the small one.
     pub large_model: String,
 }
+/// What to do with PII a model may not receive ([`crate::pii_policy`]).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiAction {
+    Block,
+    Route,
+    Redact,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiPolicyConfig {
+    pub action: PiiAction,
+    /// PII types every model may receive [default: none].
+    #[serde(default)]
+    pub default_allow: Vec<String>,
+    /// Per model: the PII types it may receive (`all` for every type).
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelPolicy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPolicy {
+    pub allow: Vec<String>,
+}
+
 impl RoutingConfig {
     /// Every problem with this section, each as `routing.<field>: <why>`.
     pub fn check(&self, errors: &mut Vec<String>) {

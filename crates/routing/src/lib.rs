@@ -159,11 +159,6 @@ impl Decider {
         self.aliases.contains(model)
     }
 
-    /// Whether a decision can carry this category: configured, a head label, or the default.
-    pub fn can_assign(&self, category: &str) -> bool {
-        category == DEFAULT_CATEGORY || self.categories.contains_key(category) || self.head.as_ref().is_some_and(|h| h.labels().iter().any(|l| l == category))
-    }
-
     pub fn default_model(&self) -> &str {
         &self.default_model
     }

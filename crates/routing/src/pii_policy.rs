@@ -7,36 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::{PiiAction, PiiPolicyConfig};
 use crate::pii::{self, Finding, PiiType};
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum PiiAction {
-    Block,
-    Route,
-    Redact,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PiiPolicyConfig {
-    pub action: PiiAction,
-    /// PII types every model may receive [default: none].
-    #[serde(default)]
-    pub default_allow: Vec<String>,
-    /// Per model: the PII types it may receive (`all` for every type).
-    #[serde(default)]
-    pub models: BTreeMap<String, ModelPolicy>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelPolicy {
-    pub allow: Vec<String>,
-}
 
 /// Parses a type name from config; `all` stands for every type.
 fn types_named(names: &[String], at: &str) -> Result<BTreeSet<PiiType>, String> {
