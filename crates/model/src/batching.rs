@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 
 use crate::metrics::EncoderMetrics;
@@ -83,6 +84,8 @@ struct Lanes<T> {
     arrived: Condvar,
     /// Signalled when a job leaves (room for a blocked producer).
     left: Condvar,
+    /// Depth gauges (prompt, window), set under the lock on every change: one atomic store.
+    depth: Option<[Gauge; 2]>,
 }
 
 struct LaneState<T> {
@@ -103,7 +106,23 @@ impl<T> LaneState<T> {
 
 impl<T> Lanes<T> {
     fn new(cost: Option<fn(&T) -> usize>) -> Lanes<T> {
-        Lanes { state: Mutex::new(LaneState { prompt: VecDeque::new(), window: VecDeque::new(), closed: false }), cost, arrived: Condvar::new(), left: Condvar::new() }
+        Lanes { state: Mutex::new(LaneState { prompt: VecDeque::new(), window: VecDeque::new(), closed: false }), cost, arrived: Condvar::new(), left: Condvar::new(), depth: None }
+    }
+
+    /// Lanes whose depth is exported (`vane_encoder_queue_depth`).
+    fn with_depth(mut self, metrics: &EncoderMetrics) -> Lanes<T> {
+        self.depth = Some([metrics.queue_depth("prompt"), metrics.queue_depth("window")]);
+        self
+    }
+
+    fn report(&self, s: &LaneState<T>, p: Priority) {
+        if let Some(depth) = &self.depth {
+            let (gauge, lane) = match p {
+                Priority::Prompt => (&depth[0], &s.prompt),
+                Priority::Window => (&depth[1], &s.window),
+            };
+            gauge.set(lane.len() as i64);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, LaneState<T>> {
@@ -120,6 +139,7 @@ impl<T> Lanes<T> {
             return Err(EmbedError::Overloaded);
         }
         s.lane(p).extend(jobs);
+        self.report(&s, p);
         drop(s);
         self.arrived.notify_all();
         Ok(())
@@ -164,6 +184,7 @@ impl<T> Lanes<T> {
                 None => None,
             };
             if let Some((p, job)) = job {
+                self.report(&s, p);
                 drop(s);
                 self.left.notify_one();
                 return Popped::Job(p, job);
@@ -251,7 +272,8 @@ impl EmbedQueue {
     pub fn start_many(encoders: Vec<Box<dyn Encoder>>, policy: BatchPolicy, metrics: EncoderMetrics) -> EmbedQueue {
         let first = encoders.first().expect("at least one encoder");
         let (dim, tokenizer) = (first.dim(), first.tokenizer());
-        let jobs = Arc::new(Lanes::new(None));
+        metrics.queue_capacity(policy.queue.max(1));
+        let jobs = Arc::new(Lanes::new(None).with_depth(&metrics));
         // Shortest prompt first: a long prompt's one pass (256 tokens) costs as much as many
         // short ones, and every prompt waits under the same filter timeout.
         let tokenized = Arc::new(Lanes::new(Some(|t: &Tokenized| t.ids.len())));
@@ -503,6 +525,23 @@ mod tests {
         let results = embed_all(&q, vec!["a".into(); 12]).await;
         assert!(results.iter().any(|r| matches!(r, Err(EmbedError::Overloaded))), "{results:?}");
         assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_depth_gauge_follows_the_window_lane_back_to_zero() {
+        let metrics = EncoderMetrics::default();
+        let q = EmbedQueue::start(Box::new(Order(Default::default(), Duration::from_millis(20))), policy(1, 64), metrics.clone());
+        let (prompt, window) = (metrics.queue_depth("prompt"), metrics.queue_depth("window"));
+        let windows = {
+            let q = q.clone();
+            tokio::spawn(async move { q.embed_windows((0..20).map(|i| format!("w{i}")).collect(), far()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // 20 queued; at most a few taken by the tokeniser and the one encoder in 30 ms.
+        assert!(window.get() >= 10, "window lane depth {}", window.get());
+        assert_eq!(prompt.get(), 0);
+        assert_eq!(windows.await.unwrap().unwrap().len(), 20);
+        assert_eq!(window.get(), 0, "every window was taken");
     }
 
     /// Records the texts in the order they were encoded (a text's ids are its bytes).

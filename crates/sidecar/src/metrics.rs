@@ -24,6 +24,7 @@ pub struct Metrics {
     pub encoder: EncoderMetrics,
     route_decisions: Family<Label, Counter>,
     route_duration: Histogram,
+    route_errors: Family<Label, Counter>,
     tickets: Gauge,
     tickets_bytes: Gauge,
     tickets_dropped: Family<Label, Counter>,
@@ -38,6 +39,8 @@ impl Default for Metrics {
         registry.register("route_decisions", "Route decisions by kind (forward, cached, block)", route_decisions.clone());
         let route_duration = Histogram::new(latency_buckets());
         registry.register_with_unit("route_duration", "Time to answer one Route call", Unit::Seconds, route_duration.clone());
+        let route_errors = Family::<Label, Counter>::default();
+        registry.register("route_errors", "Route calls answered with an error, by reason (overloaded, stopped, model, too_large); the filter fails open on each", route_errors.clone());
         let cache = CacheMetrics::register(&mut registry);
         let tickets = Gauge::default();
         registry.register("tickets", "Pending tickets: Route results kept until their answer is stored or released", tickets.clone());
@@ -50,7 +53,7 @@ impl Default for Metrics {
         registry.register("safety_decisions", "Requests a safety signal acted on, by signal (pii, jailbreak) and action", safety_decisions.clone());
         let pii_findings = Family::<Label, Counter>::default();
         registry.register("pii_findings", "PII found in requests, by type (counts only; text is never logged)", pii_findings.clone());
-        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings }
+        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings }
     }
 }
 
@@ -58,6 +61,11 @@ impl Metrics {
     pub fn route(&self, decision: &'static str, took: Duration) {
         self.route_decisions.get_or_create(&[("decision", decision)]).inc();
         self.route_duration.observe(took.as_secs_f64());
+    }
+
+    /// A Route answered with an error status instead of a decision (not in `route_duration`).
+    pub fn route_error(&self, reason: &'static str) {
+        self.route_errors.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn safety(&self, signal: &'static str, action: &'static str) {
@@ -94,6 +102,7 @@ mod tests {
     fn renders_every_family_with_help_and_units() {
         let m = Metrics::default();
         m.route("forward", Duration::from_millis(2));
+        m.route_error("overloaded");
         m.cache.cache_lookup("memory", "exact", "hit", Duration::from_micros(3));
         m.cache.cache_store("stored", Some(3));
         m.encoder.observe_batch(4, Duration::from_millis(1));
@@ -104,6 +113,7 @@ mod tests {
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
             "# UNIT vane_route_duration_seconds seconds",
+            "vane_route_errors_total{reason=\"overloaded\"} 1",
             "vane_cache_lookups_total{backend=\"memory\",tier=\"exact\",result=\"hit\"} 1",
             "vane_cache_lookup_duration_seconds_bucket{le=\"0.000005\",backend=\"memory\",tier=\"exact\"} 1",
             "vane_cache_entries 3",

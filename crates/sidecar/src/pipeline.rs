@@ -138,6 +138,10 @@ impl Pipeline {
         }
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn rpc_limits(&self) -> &ServerConfig {
         &self.limits
     }

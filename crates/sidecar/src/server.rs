@@ -37,6 +37,15 @@ fn status_of(e: EmbedError) -> Status {
     }
 }
 
+/// The `vane_route_errors_total` reason of an error.
+fn reason_of(e: &EmbedError) -> &'static str {
+    match e {
+        EmbedError::Overloaded => "overloaded",
+        EmbedError::Stopped => "stopped",
+        EmbedError::Model(_) => "model",
+    }
+}
+
 /// A Route over the cap: refused before any work (the prompt would be embedded, kept in a
 /// ticket and perhaps cached).
 fn oversized(req: &RouteRequest, max: usize) -> Option<Status> {
@@ -53,10 +62,14 @@ impl Sidecar for GrpcService {
     async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteDecision>, Status> {
         let req = request.into_inner();
         if let Some(refused) = oversized(&req, self.max_route_bytes) {
+            self.pipeline.metrics().route_error("too_large");
             return Err(refused);
         }
         let span = debug_span!("route", request_id = %req.request_id, model = %req.model);
-        self.pipeline.route(req).instrument(span).await.map(Response::new).map_err(status_of)
+        self.pipeline.route(req).instrument(span).await.map(Response::new).map_err(|e| {
+            self.pipeline.metrics().route_error(reason_of(&e));
+            status_of(e)
+        })
     }
 
     async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreReply>, Status> {
