@@ -527,21 +527,20 @@ mod tests {
         assert!(results.iter().any(|r| r.is_ok()));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_queue_depth_gauge_follows_the_window_lane_back_to_zero() {
+    #[test]
+    fn the_queue_depth_gauges_follow_each_lane() {
         let metrics = EncoderMetrics::default();
-        let q = EmbedQueue::start(Box::new(Order(Default::default(), Duration::from_millis(20))), policy(1, 64), metrics.clone());
+        let lanes = Lanes::<u32>::new(None).with_depth(&metrics);
         let (prompt, window) = (metrics.queue_depth("prompt"), metrics.queue_depth("window"));
-        let windows = {
-            let q = q.clone();
-            tokio::spawn(async move { q.embed_windows((0..20).map(|i| format!("w{i}")).collect(), far()).await })
-        };
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        // 20 queued; at most a few taken by the tokeniser and the one encoder in 30 ms.
-        assert!(window.get() >= 10, "window lane depth {}", window.get());
-        assert_eq!(prompt.get(), 0);
-        assert_eq!(windows.await.unwrap().unwrap().len(), 20);
-        assert_eq!(window.get(), 0, "every window was taken");
+        lanes.try_push(Priority::Window, vec![1, 2, 3], 8).unwrap();
+        lanes.try_push(Priority::Prompt, vec![4], 8).unwrap();
+        assert_eq!((prompt.get(), window.get()), (1, 3));
+        assert!(lanes.try_push(Priority::Window, vec![5; 6], 8).is_err(), "over the cap: refused whole");
+        assert_eq!(window.get(), 3, "a refused push leaves the depth");
+        assert_eq!(lanes.pop(None), Some((Priority::Prompt, 4)), "the prompt lane first");
+        assert_eq!((prompt.get(), window.get()), (0, 3));
+        while lanes.pop(Some(Instant::now())).is_some() {}
+        assert_eq!((prompt.get(), window.get()), (0, 0));
     }
 
     /// Records the texts in the order they were encoded (a text's ids are its bytes).
