@@ -178,7 +178,7 @@ impl MemoryCache {
 
     fn publish(&self, inner: &Inner) {
         if let Some(m) = &self.metrics {
-            m.cache_bytes(inner.bytes);
+            m.set_bytes(inner.bytes);
         }
     }
 

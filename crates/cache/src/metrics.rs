@@ -60,7 +60,7 @@ impl CacheMetrics {
 
     /// `result`: "hit", "miss" or "error" (an error is served as a miss), or why the tier was
     /// not asked (e.g. "unknown_tokens").
-    pub fn cache_lookup(&self, backend: &'static str, tier: &'static str, result: &'static str, took: Duration) {
+    pub fn lookup(&self, backend: &'static str, tier: &'static str, result: &'static str, took: Duration) {
         self.lookups.get_or_create(&[("backend", backend), ("tier", tier), ("result", result)]).inc();
         self.lookup_duration.get_or_create(&[("backend", backend), ("tier", tier)]).observe(took.as_secs_f64());
     }
@@ -69,7 +69,7 @@ impl CacheMetrics {
         self.guard_rejections.get_or_create(&[("reason", reason)]).inc();
     }
 
-    pub fn cache_invalidated(&self, removed: usize, entries: Option<usize>) {
+    pub fn invalidated(&self, removed: usize, entries: Option<usize>) {
         self.invalidated.inc_by(removed as u64);
         if let Some(n) = entries {
             self.entries.set(n as i64);
@@ -77,12 +77,12 @@ impl CacheMetrics {
     }
 
     /// Milvus's live entries, counted after each TTL cleanup.
-    pub fn cache_entries(&self, entries: usize) {
+    pub fn entries(&self, entries: usize) {
         self.entries.set(entries as i64);
     }
 
     /// `entries` when the backend knows its size cheaply (the embedded one; not Milvus).
-    pub fn cache_store(&self, result: &'static str, entries: Option<usize>) {
+    pub fn store(&self, result: &'static str, entries: Option<usize>) {
         self.stores.get_or_create(&[("result", result)]).inc();
         if let Some(entries) = entries {
             self.entries.set(entries as i64);
@@ -90,7 +90,7 @@ impl CacheMetrics {
     }
 
     /// The embedded cache's estimated bytes, after each change.
-    pub fn cache_bytes(&self, bytes: usize) {
+    pub fn set_bytes(&self, bytes: usize) {
         self.bytes.set(bytes as i64);
     }
 
@@ -99,7 +99,7 @@ impl CacheMetrics {
         self.bytes.get()
     }
 
-    pub fn cache_error(&self, backend: &'static str, op: &'static str) {
+    pub fn error(&self, backend: &'static str, op: &'static str) {
         self.errors.get_or_create(&[("backend", backend), ("op", op)]).inc();
     }
 }

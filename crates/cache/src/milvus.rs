@@ -162,7 +162,7 @@ impl MilvusCache {
         let result = self.try_cleanup(now).await;
         let cleaned = self.fail_open("cleanup", result).is_ok();
         if let Ok(n) = self.count(now).await {
-            self.metrics.cache_entries(n);
+            self.metrics.entries(n);
         }
         cleaned
     }
@@ -332,13 +332,13 @@ impl MilvusCache {
         match result.into() {
             Outcome::Done(Ok(value)) => Ok(value),
             Outcome::TimedOut => {
-                self.metrics.cache_error("milvus", op);
+                self.metrics.error("milvus", op);
                 let timeout = self.link.settings.timeout;
                 warn!(op, timeout_ms = timeout.as_millis() as u64, "milvus cache timeout; treated as a miss");
                 Err(CacheError::Backend(format!("milvus {op} timed out after {timeout:?}")))
             }
             Outcome::Done(Err(e)) => {
-                self.metrics.cache_error("milvus", op);
+                self.metrics.error("milvus", op);
                 let message = format!("{e:#}");
                 warn!(op, error = %message, "milvus cache error; treated as a miss");
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());

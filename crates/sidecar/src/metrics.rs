@@ -103,10 +103,10 @@ mod tests {
         let m = Metrics::default();
         m.route("forward", Duration::from_millis(2));
         m.route_error("overloaded");
-        m.cache.cache_lookup("memory", "exact", "hit", Duration::from_micros(3));
-        m.cache.cache_store("stored", Some(3));
+        m.cache.lookup("memory", "exact", "hit", Duration::from_micros(3));
+        m.cache.store("stored", Some(3));
         m.encoder.observe_batch(4, Duration::from_millis(1));
-        m.cache.cache_bytes(4096);
+        m.cache.set_bytes(4096);
         m.tickets(2, 3000);
         m.ticket_dropped("released");
         let text = m.render();

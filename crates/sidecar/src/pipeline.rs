@@ -122,7 +122,7 @@ impl Pipeline {
         let cache = self.cache.as_ref()?;
         let removed = cache.invalidate(selector).await;
         if let Ok(n) = removed {
-            self.metrics.cache.cache_invalidated(n, cache.entries());
+            self.metrics.cache.invalidated(n, cache.entries());
             info!(removed = n, by = ?selector_fields(selector), "cache invalidated");
         }
         Some(removed)
@@ -203,7 +203,7 @@ impl Pipeline {
         if let Some(cache) = lookup {
             let t0 = Instant::now();
             let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0).await;
-            self.metrics.cache.cache_lookup(cache.name(), "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
+            self.metrics.cache.lookup(cache.name(), "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
             }
@@ -258,7 +258,7 @@ impl Pipeline {
         let threshold = threshold.unwrap_or(1.0);
 
         if let (Some(cache), Some(why)) = (lookup, unread) {
-            self.metrics.cache.cache_lookup(cache.name(), "semantic", why.name(), Duration::ZERO);
+            self.metrics.cache.lookup(cache.name(), "semantic", why.name(), Duration::ZERO);
             debug!(request_id, reason = why.name(), share = embedded.reading.unknown_share(), "semantic tier skipped");
         }
         if let Some(cache) = lookup.filter(|_| unread.is_none()) {
@@ -272,7 +272,7 @@ impl Pipeline {
             };
             let t0 = Instant::now();
             let hit = cache.lookup(&partition, fingerprint, &embedding, t0, accept).await.filter(|h| h.similarity >= threshold);
-            self.metrics.cache.cache_lookup(cache.name(), "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
+            self.metrics.cache.lookup(cache.name(), "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
             }
@@ -422,7 +422,7 @@ impl Pipeline {
         let result = self.try_store(req).await;
         let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::entries);
         let label = result.as_ref().map_or_else(NotStored::reason, |_| "stored");
-        self.metrics.cache.cache_store(label, entries);
+        self.metrics.cache.store(label, entries);
         match result {
             Ok(()) => StoreReply { stored: true, reason: String::new() },
             Err(why) => StoreReply { stored: false, reason: why.reason().into() },
