@@ -14,11 +14,15 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool lint unit e2e clean heads cache-eval cache-ceiling
+.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool lint unit e2e clean heads cache-eval cache-ceiling \
+	containers images compose-config compose-up compose-down compose-test
 
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
 	@echo "make test   build and run every test (unit, in-process gRPC, end-to-end through Envoy)"
+	@echo "make compose-up    the compose demo in containers (podman here; \`docker compose up --build\` with Docker)"
+	@echo "make compose-test  build the images, run the demo through the containers, remove them"
+	@echo "make images        build every container image (deploy/images/)"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
 	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
@@ -29,7 +33,7 @@ run: toolchain venv models wasm
 	cargo build --release -p vane-sidecar
 	$(PY) tests/stack.py --profile release
 
-test: build lint unit e2e
+test: build lint unit e2e compose-test
 
 build: toolchain venv models wasm sidecar
 
@@ -37,7 +41,7 @@ toolchain:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
 venv: $(STAMP)
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt models/requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -49,6 +53,29 @@ $(STAMP): requirements.txt
 # `prometheus` package ships it. Nothing here starts a Prometheus server.
 promtool:
 	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+
+# Containers on machines like these (no Docker engine, no registry): podman with runc, the
+# Docker-compatible docker-compose, debootstrap for the local Debian base (tests/containers.py).
+CONTAINER_PKGS = podman runc iptables netavark aardvark-dns debootstrap docker-compose binutils
+
+containers:
+	@dpkg -s $(CONTAINER_PKGS) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CONTAINER_PKGS))
+
+images: containers build
+	cd tests && ../$(PY) containers.py images
+
+# deploy/compose/envoy.yaml is rendered from envoy/*.tmpl; `make images` fails when it is stale.
+compose-config: venv
+	cd tests && ../$(PY) containers.py envoy-config
+
+compose-up: images
+	cd tests && ../$(PY) containers.py up
+
+compose-down: containers
+	cd tests && ../$(PY) containers.py down
+
+compose-test: images
+	cd tests && ../$(PY) compose_demo.py
 
 models: $(MODELS)
 $(MODELS) &: $(STAMP) models/export.py models/graph.py models/quantise.py

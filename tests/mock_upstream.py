@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An OpenAI-compatible mock model server for the end-to-end tests and the local demo.
 
-Standard library only. One process plays one named upstream model on 127.0.0.1:
+Standard library only. One process plays one named upstream model on 127.0.0.1 (``--host
+0.0.0.0`` in its container image, deploy/images/mock-model):
 
     python tests/mock_upstream.py --port 8811 --name math-model [--delay 1.0] [--chunk-delay 0.02]
 
@@ -83,11 +84,11 @@ class MockServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # the default (5) drops SYNs under a burst of new connections
 
-    def __init__(self, port: int, *, name: str, delay: float, chunk_delay: float) -> None:
+    def __init__(self, port: int, *, name: str, delay: float, chunk_delay: float, host: str = "127.0.0.1") -> None:
         self.name, self.delay, self.chunk_delay = name, delay, chunk_delay
         self.lock = threading.Lock()
         self.requests: list[dict] = []
-        super().__init__(("127.0.0.1", port), Handler)
+        super().__init__((host, port), Handler)
 
     def get_request(self):
         sock, addr = super().get_request()
@@ -269,6 +270,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
     ap.add_argument("--port", type=int, required=True, help="0 picks a free port")
     ap.add_argument("--name", required=True, help="the model this instance plays")
     ap.add_argument("--delay", type=float, default=1.0,
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-delay", type=float, default=0.02, help="seconds between SSE chunks")
     args = ap.parse_args(argv)
 
-    server = MockServer(args.port, name=args.name, delay=args.delay, chunk_delay=args.chunk_delay)
+    server = MockServer(args.port, name=args.name, delay=args.delay, chunk_delay=args.chunk_delay, host=args.host)
 
     def stop(signum, frame):
         # shutdown() waits for serve_forever() to return, so it must not run on this thread.

@@ -109,6 +109,29 @@ def render_envoy(template: str, **values) -> str:
     return string.Template((ROOT / "envoy" / template).read_text()).substitute(values).rstrip("\n")
 
 
+def envoy_config(*, envoy_port: int, admin_port: int, sidecar: tuple[str, int], models: dict[str, tuple[str, int]],
+                 default_model: str, wasm: Path | str, filter_config: dict, buffer_limit: int, timeouts: dict[str, float],
+                 tenant_header: str, plain_port: int | None = None, jwt: dict | None = None,
+                 listen: str = "127.0.0.1", cluster_type: str = "STATIC") -> str:
+    """The Envoy configuration (envoy/envoy.yaml.tmpl and its fragments). `sidecar` and each of
+    `models` are (host, port); `cluster_type` STATIC takes IP addresses, STRICT_DNS names."""
+    routes = [render_envoy("route.yaml.tmpl", MODEL=name) for name in models]
+    clusters = [render_envoy("cluster.yaml.tmpl", MODEL=name, HOST=host, PORT=port, CLUSTER_TYPE=cluster_type)
+                for name, (host, port) in models.items()]
+    plain = jwt_authn = ""
+    if plain_port:
+        plain = render_envoy("plain_listener.yaml.tmpl", PORT=plain_port, CLUSTER=f"model_{default_model}")
+    if jwt:
+        jwt_authn = render_envoy("jwt_authn.yaml.tmpl", ISSUER=jwt["issuer"], JWKS=jwt["jwks"], CLAIM=jwt["claim"],
+                                 TENANT_HEADER=tenant_header)
+    return render_envoy(
+        "envoy.yaml.tmpl", LISTEN_ADDRESS=listen, ENVOY_PORT=envoy_port, ENVOY_ADMIN_PORT=admin_port,
+        CLUSTER_TYPE=cluster_type, SIDECAR_HOST=sidecar[0], SIDECAR_PORT=sidecar[1], BUFFER_LIMIT=buffer_limit,
+        WASM=wasm, FILTER_CONFIG=json.dumps(filter_config), DEFAULT_CLUSTER=f"model_{default_model}",
+        ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters), PLAIN_LISTENER=plain, TENANT_HEADER=tenant_header,
+        JWT_AUTHN=jwt_authn, **{k: f"{v}s" for k, v in timeouts.items()}) + "\n"
+
+
 class Stack:
     """Starts the stack on free (or given) loopback ports; `stop()` ends every process."""
 
@@ -207,22 +230,13 @@ class Stack:
 
     def render_envoy_config(self) -> Path:
         """envoy/envoy.yaml.tmpl for this stack, written to its directory."""
-        routes = [render_envoy("route.yaml.tmpl", MODEL=name) for name in self.models]
-        clusters = [render_envoy("cluster.yaml.tmpl", MODEL=name, PORT=port) for name, port in self.models.items()]
-        plain = jwt = ""
-        if self.plain_port:
-            plain = render_envoy("plain_listener.yaml.tmpl", PORT=self.plain_port, CLUSTER=f"model_{self.default_model}")
-        if self.jwt:
-            jwt = render_envoy("jwt_authn.yaml.tmpl", ISSUER=self.jwt["issuer"], JWKS=self.jwt["jwks"],
-                               CLAIM=self.jwt["claim"], TENANT_HEADER=self.tenant_header)
-        text = render_envoy(
-            "envoy.yaml.tmpl", ENVOY_PORT=self.envoy_port, ENVOY_ADMIN_PORT=self.envoy_admin_port,
-            SIDECAR_PORT=self.sidecar_port, BUFFER_LIMIT=self.buffer_limit, WASM=self.wasm,
-            FILTER_CONFIG=json.dumps(self.filter_config), DEFAULT_CLUSTER=f"model_{self.default_model}",
-            ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters), PLAIN_LISTENER=plain,
-            TENANT_HEADER=self.tenant_header, JWT_AUTHN=jwt, **{k: f"{v}s" for k, v in self.timeouts.items()})
+        text = envoy_config(
+            envoy_port=self.envoy_port, admin_port=self.envoy_admin_port, sidecar=("127.0.0.1", self.sidecar_port),
+            models={name: ("127.0.0.1", port) for name, port in self.models.items()}, default_model=self.default_model,
+            wasm=self.wasm, filter_config=self.filter_config, buffer_limit=self.buffer_limit, timeouts=self.timeouts,
+            tenant_header=self.tenant_header, plain_port=self.plain_port, jwt=self.jwt)
         path = self.dir / "envoy.yaml"
-        path.write_text(text + "\n")
+        path.write_text(text)
         return path
 
     def start_envoy(self):

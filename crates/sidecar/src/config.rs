@@ -9,6 +9,10 @@
 //! head labels, cache and jailbreak categories against routing's, models against routes), and
 //! reports every problem with the path of the field at fault. Relative file paths are resolved
 //! against the directory of the config file.
+//!
+//! A file may start from another one beside it (`extends: vane.yaml`) and say only what differs:
+//! the compose demo and the Kubernetes overlays keep one routing policy and change addresses and
+//! backends ([`read_layers`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -117,11 +121,72 @@ fn digest(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
+/// The most files one `extends` chain may hold (a longer one is a cycle, or a mistake).
+const MAX_LAYERS: usize = 8;
+
+/// The YAML text of the config file at `path`, with its `extends` chain applied: `extends:
+/// base.yaml` names a file in the same directory (so relative paths mean the same in both), and
+/// this file is merged over it: maps key by key, recursively; anything else (a list, a scalar)
+/// replaces the base's value; `null` removes the key. A file without `extends` is returned as it is.
+pub fn read_layers(path: &Path) -> Result<String, ConfigError> {
+    use serde_yaml_ng::Value;
+    let read = |path: &Path| std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source });
+    let parse = |path: &Path, text: &str| {
+        serde_yaml_ng::from_str::<Value>(text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
+    };
+    let text = read(path)?;
+    let mut layer = parse(path, &text)?;
+    if layer.get("extends").is_none() {
+        return Ok(text);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut layers = Vec::new();
+    let mut seen = vec![path.to_path_buf()];
+    while let Some(base) = layer.as_mapping_mut().and_then(|m| m.remove("extends")) {
+        let invalid = |message: String| ConfigError::Invalid(vec![format!("extends: {message} (in {})", seen.last().map_or(path, |p| p).display())]);
+        let name = base.as_str().ok_or_else(|| invalid("must be a file name".into()))?;
+        if name.is_empty() || Path::new(name).components().count() != 1 || name.contains(['/', '\\']) {
+            return Err(invalid(format!("'{name}' must name a file in the same directory")));
+        }
+        let next = dir.join(name);
+        if seen.contains(&next) || seen.len() == MAX_LAYERS {
+            return Err(invalid(format!("'{name}' makes a cycle or a chain longer than {MAX_LAYERS} files")));
+        }
+        layers.push(layer);
+        layer = parse(&next, &read(&next)?)?;
+        seen.push(next);
+    }
+    let merged = layers.into_iter().rev().fold(layer, merge);
+    serde_yaml_ng::to_string(&merged).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// `over` merged over `base` ([`read_layers`]' rules).
+fn merge(base: serde_yaml_ng::Value, over: serde_yaml_ng::Value) -> serde_yaml_ng::Value {
+    use serde_yaml_ng::Value;
+    match (base, over) {
+        (Value::Mapping(mut base), Value::Mapping(over)) => {
+            for (key, value) in over {
+                if value.is_null() {
+                    base.remove(&key);
+                } else {
+                    let merged = match base.remove(&key) {
+                        Some(old) => merge(old, value),
+                        None => value,
+                    };
+                    base.insert(key, merged);
+                }
+            }
+            Value::Mapping(base)
+        }
+        (_, over) => over,
+    }
+}
+
 impl Config {
     /// Reads the file and checks everything ([`Config::parse`], then every file it names and
     /// every cross-reference), reporting all problems at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = read_layers(path)?;
         Config::from_yaml(&text, path.parent().unwrap_or(Path::new(".")))
     }
 
@@ -136,7 +201,7 @@ impl Config {
     /// Reads the file and checks each section, without reading the files it names (the
     /// offline tools: the heads may be the ones being retrained).
     pub fn load_sections(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = read_layers(path)?;
         Config::parse(&text, path.parent().unwrap_or(Path::new(".")))
     }
 
@@ -439,6 +504,33 @@ safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
         }
         let e = Config::from_yaml(&WITH_HEADS.replace("jb.json", "wide.json"), &dir).unwrap_err().to_string();
         assert!(e.contains("safety.jailbreak.head: the head takes 8 dimensions, routing.head 4"), "{e}");
+    }
+
+    #[test]
+    fn a_file_extends_its_neighbour_and_says_only_what_differs() {
+        let dir = with_files("extends");
+        std::fs::write(dir.join("base.yaml"), WITH_HEADS).unwrap();
+        let over = "extends: base.yaml\nserver: { grpc: 0.0.0.0:50051 }\ncache: { backend: milvus, milvus: { address: http://milvus:19530 } }\nsafety: null\n";
+        std::fs::write(dir.join("over.yaml"), over).unwrap();
+        let c = Config::load(&dir.join("over.yaml")).unwrap();
+        assert_eq!(c.server.grpc.to_string(), "0.0.0.0:50051");
+        assert_eq!(c.server.admin, ServerConfig::default().admin, "the base's and the defaults stay");
+        assert_eq!((c.cache.backend, c.cache.milvus.address.as_str()), (Backend::Milvus, "http://milvus:19530"));
+        assert_eq!(c.routing.categories.len(), 1, "routing comes from the base");
+        assert!(c.safety.jailbreak.is_none(), "null removes the base's section");
+        assert_eq!(c.model.onnx, dir.join("m.onnx"), "paths are relative to the one directory");
+        let base = Config::load(&dir.join("base.yaml")).unwrap();
+        assert_ne!(c.cache_epoch, base.cache_epoch, "dropping the jailbreak policy changes answers");
+
+        let fails = |name: &str, text: &str, needle: &str| {
+            std::fs::write(dir.join(name), text).unwrap();
+            let e = format!("{:#}", anyhow::Error::from(Config::load(&dir.join(name)).unwrap_err()));
+            assert!(e.contains(needle), "{e}\nshould say: {needle}");
+        };
+        fails("up.yaml", "extends: ../base.yaml\n", "extends: '../base.yaml' must name a file in the same directory");
+        fails("loop.yaml", "extends: loop.yaml\n", "'loop.yaml' makes a cycle");
+        fails("gone.yaml", "extends: missing.yaml\n", "cannot read");
+        fails("typo.yaml", "extends: base.yaml\nserver: { grcp: 0.0.0.0:1 }\n", "server: unknown field `grcp`");
     }
 
     #[test]

@@ -40,6 +40,12 @@ enum Command {
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
+    /// Exit 0 if a running sidecar is ready (`GET /readyz` on its admin address answers 200),
+    /// 1 otherwise: the container image's HEALTHCHECK, with no curl in the image.
+    Probe {
+        #[arg(long, default_value = "127.0.0.1:9190")]
+        admin: SocketAddr,
+    },
 }
 
 /// glibc raises its mmap threshold each time a large buffer is freed, so that later ones (a
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANE_LOG").unwrap_or_else(|_| "info".into()))
         .with_target(false)
+        // Colours only on a terminal: container logs and files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let command = Cli::parse().command.unwrap_or_else(|| {
         let config = std::env::var_os("VANE_CONFIG").map_or("config/vane.yaml".into(), Into::into);
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
     });
     let result = match command {
         Command::Serve { config, grpc, admin } => serve(config, grpc, admin),
+        Command::Probe { admin } => return probe(admin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,6 +132,29 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
         info!("stopped");
         Ok(())
     })
+}
+
+fn probe(admin: SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(2);
+    let status = std::net::TcpStream::connect_timeout(&admin, timeout).and_then(|mut stream| {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n")?;
+        let mut head = [0u8; 12]; // "HTTP/1.1 200"
+        stream.read_exact(&mut head)?;
+        Ok(head)
+    });
+    match status {
+        Ok(head) if head.ends_with(b" 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!("{admin}/readyz: {}", String::from_utf8_lossy(&head));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{admin}/readyz: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
