@@ -14,11 +14,12 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool lint unit e2e clean heads cache-eval cache-ceiling
+.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit e2e clean heads cache-eval cache-ceiling
 
 help:
 	@echo "make run    build and start the local stack (Envoy :8801, sidecar, two mock models)"
 	@echo "make test   build and run every test (unit, in-process gRPC, end-to-end through Envoy)"
+	@echo "make manifests  render deploy/kubernetes/overlays (kustomize) and validate every object, offline"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
 	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
@@ -60,7 +61,13 @@ wasm: toolchain
 sidecar:
 	cargo build -p vane-sidecar -p vane-tools
 
-lint: toolchain promtool
+# Renders each overlay in deploy/kubernetes/overlays with kubectl kustomize (from the venv) and
+# validates every object: Kubernetes kinds with kubernetes-validate, Istio kinds against the CRD
+# schemas in deploy/kubernetes/schemas/istio, the gateway's envoy.yaml with `envoy --mode validate`.
+manifests: venv wasm
+	$(PY) tests/manifests.py
+
+lint: toolchain promtool manifests
 	@# The filter must never panic: clippy denies unwrap/expect/panic/indexing outside tests.
 	cargo clippy -p vane-filter --target wasm32-wasip1 --profile wasm -- -D warnings
 	cargo clippy --workspace --all-targets -- -D warnings
