@@ -14,7 +14,7 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool lint unit e2e clean heads cache-eval cache-ceiling \
+.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit e2e clean heads cache-eval cache-ceiling \
 	containers images compose-config compose-up compose-down compose-test
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make compose-up    the compose demo in containers (podman here; \`docker compose up --build\` with Docker)"
 	@echo "make compose-test  build the images, run the demo through the containers, remove them"
 	@echo "make images        build every container image (deploy/images/)"
+	@echo "make manifests  render deploy/kubernetes/overlays (kustomize) and validate every object, offline"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
 	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
@@ -87,7 +88,13 @@ wasm: toolchain
 sidecar:
 	cargo build -p vane-sidecar -p vane-tools
 
-lint: toolchain promtool
+# Renders each overlay in deploy/kubernetes/overlays with kubectl kustomize (from the venv) and
+# validates every object: Kubernetes kinds with kubernetes-validate, Istio kinds against the CRD
+# schemas in deploy/kubernetes/schemas/istio, the gateway's envoy.yaml with `envoy --mode validate`.
+manifests: venv wasm
+	$(PY) tests/manifests.py
+
+lint: toolchain promtool manifests
 	@# The filter must never panic: clippy denies unwrap/expect/panic/indexing outside tests.
 	cargo clippy -p vane-filter --target wasm32-wasip1 --profile wasm -- -D warnings
 	cargo clippy --workspace --all-targets -- -D warnings

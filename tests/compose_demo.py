@@ -8,7 +8,8 @@ service to be healthy, then sends the demo's requests through the Envoy containe
   2. a maths question: routed to the math-model container;
   3. the sidecar container stopped: the request is still answered (x-vane-fallback);
 then removes everything (containers, network, volume) and checks nothing of it is left. Before
-that, two start errors of the sidecar image: a missing and a corrupt model file, each named.
+that, two start errors of the sidecar image (a missing and a corrupt model file, each named)
+and the image serving with the Kubernetes base's configuration.
 Prints the times to healthy, the miss and hit latencies and the image sizes. Exit status 0 on
 success; any failed check raises and leaves a non-zero status.
 """
@@ -75,6 +76,24 @@ def start_errors() -> None:
           "a corrupt model file is a start error naming it", corrupt.stdout[-600:])
 
 
+def kubernetes_config_starts() -> None:
+    """The Kubernetes base's config (deploy/kubernetes/base/vane.yaml, mounted at /etc/vane as its
+    ConfigMap is) names the image's own files: the sidecar image serves with it."""
+    config = containers.ROOT / "deploy" / "kubernetes" / "base" / "vane.yaml"
+    name = f"vane-k8s-config-{os.getpid()}"
+    podman("run", "-d", "--name", name, "--read-only", "-v", f"{config}:/etc/vane/vane.yaml:ro", SIDECAR_IMAGE,
+           "serve", "--config", "/etc/vane/vane.yaml", capture=True)
+    try:
+        ready = lambda: podman("exec", name, "vane-sidecar", "probe", check=False, capture=True).returncode == 0  # noqa: E731
+        wait_until(ready, "the sidecar image with the Kubernetes config", 60)
+        check(True, "the Kubernetes ConfigMap's vane.yaml serves in the sidecar image (read-only root)")
+    except BaseException:
+        print(podman("logs", name, check=False, capture=True).stdout[-2000:], file=sys.stderr)
+        raise
+    finally:
+        podman("rm", "-f", "-t", "2", name, check=False, capture=True)
+
+
 def demo(stack: ComposeStack) -> dict[str, float]:
     status, headers, body, miss = chat(stack, RENEWABLE)
     check(status == 200 and headers.get("x-vane-cache") == "miss", "first question: a miss", (status, headers))
@@ -113,6 +132,7 @@ def main() -> int:
     containers.down_leftovers()  # an interrupted earlier run
     print("sidecar start errors:", flush=True)
     start_errors()
+    kubernetes_config_starts()
     stack = ComposeStack()
     try:
         healthy = stack.up()

@@ -140,7 +140,8 @@ class Stack:
                  filter_config: dict | None = None, sidecar_config: Path | None = None, upstream_delay: float = 0.0,
                  profile: str = "debug", buffer_limit: int = 8 << 20, log_dir: Path | None = None,
                  plain_port: int | None = None, request_headers_timeout: float = 10,
-                 request_timeout: float = 60, stream_idle_timeout: float = 300, jwt: dict | None = None):
+                 request_timeout: float = 60, stream_idle_timeout: float = 300, jwt: dict | None = None,
+                 envoy: bool = True):
         self.models = dict(models or DEFAULT_MODELS)
         self.default_model = default_model
         self.envoy_port = envoy_port or free_port()
@@ -165,6 +166,8 @@ class Stack:
         self.wasm = Path(os.environ.get("VANE_WASM", ROOT / "target" / "wasm32-wasip1" / "wasm" / "vane_filter.wasm"))
         self.dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="vane-stack-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        # False: upstreams and sidecar only, for a test that runs a gateway of its own.
+        self.with_envoy = envoy
         self.upstreams: dict[str, subprocess.Popen] = {}
         self.sidecar: subprocess.Popen | None = None
         self.envoy: subprocess.Popen | None = None
@@ -185,7 +188,8 @@ class Stack:
         for name in self.models:
             self.start_upstream(name)
         self.start_sidecar()
-        self.start_envoy()
+        if self.with_envoy:
+            self.start_envoy()
 
     def stop(self):
         for proc in [self.envoy, self.sidecar, *self.upstreams.values()]:

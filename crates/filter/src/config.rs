@@ -41,6 +41,12 @@ fn default_credentials() -> Vec<CredentialSource> {
 pub struct Config {
     /// Envoy cluster (HTTP/2) of the sidecar's gRPC server.
     pub sidecar_cluster: String,
+    /// The `:authority` of the calls to the sidecar. Envoy sends the cluster name as the
+    /// authority unless told otherwise, and the sidecar's HTTP/2 server resets every call whose
+    /// authority is not a host name: a cluster named the way Istio names them
+    /// (`outbound|50051||vane-sidecar.vane.svc.cluster.local`) needs this set, e.g. to
+    /// `vane-sidecar.vane.svc.cluster.local:50051`.
+    pub sidecar_authority: Option<String>,
     /// Deadline for one Route call; past it the request fails open (or closed).
     pub timeout_ms: u64,
     /// Request paths the filter handles (query string ignored); everything else passes through.
@@ -63,12 +69,16 @@ pub struct Config {
     pub store_flush_ms: u64,
     /// Cache writes waiting to be sent; beyond this they are dropped (and logged).
     pub max_pending_stores: usize,
+    /// What `dispatch_grpc_call` names the sidecar by (see [`Config::sidecar_target`]).
+    #[serde(skip)]
+    sidecar_target: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             sidecar_cluster: "vane_sidecar".into(),
+            sidecar_authority: None,
             timeout_ms: 200,
             paths: vec!["/v1/chat/completions".into()],
             max_body_bytes: 1 << 20,
@@ -79,6 +89,7 @@ impl Default for Config {
             anonymous_cache: false,
             store_flush_ms: 10,
             max_pending_stores: 1024,
+            sidecar_target: "vane_sidecar".into(),
         }
     }
 }
@@ -102,6 +113,18 @@ impl Config {
         let mut errors = Vec::new();
         if config.sidecar_cluster.is_empty() {
             errors.push("sidecar_cluster: must not be empty");
+        }
+        match config.sidecar_authority.as_deref() {
+            None if !config.sidecar_cluster.is_empty() && !is_host(&config.sidecar_cluster) => errors.push(
+                "sidecar_cluster: not a host name, and Envoy would send it as the calls' :authority (the sidecar resets them): \
+                 set sidecar_authority, e.g. vane-sidecar.vane.svc.cluster.local:50051",
+            ),
+            Some(authority) if !is_host(authority) => errors.push("sidecar_authority: must be a host name, optionally with :port"),
+            _ => {}
+        }
+        match sidecar_target(&config.sidecar_cluster, config.sidecar_authority.as_deref()) {
+            Some(target) => config.sidecar_target = target,
+            None => errors.push("sidecar_cluster, sidecar_authority: at most 123 bytes together"),
         }
         if config.timeout_ms == 0 {
             errors.push("timeout_ms: must be at least 1");
@@ -127,6 +150,14 @@ impl Config {
         if errors.is_empty() { Ok(config) } else { Err(errors.join("; ")) }
     }
 
+    /// The sidecar's name for `dispatch_grpc_call`: the cluster name, or with `sidecar_authority`
+    /// a serialized `envoy.config.core.v3.GrpcService` naming both. Envoy reads the argument as
+    /// that message first and as a cluster name when it does not parse; neither form changes
+    /// which cluster is called.
+    pub fn sidecar_target(&self) -> &str {
+        &self.sidecar_target
+    }
+
     /// Whether the filter handles requests to `path` (the query string is ignored). The path is
     /// compared as an upstream router would read it, percent-decoded and with repeated slashes
     /// merged: Starlette (vLLM) serves `/v1/chat/%63ompletions` and `/v1/chat%2Fcompletions` as
@@ -136,6 +167,36 @@ impl Config {
         let path = canonical_path(path);
         self.paths.contains(&path)
     }
+}
+
+/// Letters, digits and `-._~:[]`: what a host, `host:port` or `[v6]:port` is made of.
+fn is_host(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b))
+}
+
+/// `envoy.config.core.v3.GrpcService`, only its `envoy_grpc` target.
+#[derive(Clone, PartialEq, prost::Message)]
+struct GrpcService {
+    #[prost(message, optional, tag = "1")]
+    envoy_grpc: Option<EnvoyGrpc>,
+}
+
+/// `envoy.config.core.v3.GrpcService.EnvoyGrpc`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EnvoyGrpc {
+    #[prost(string, tag = "1")]
+    cluster_name: String,
+    #[prost(string, tag = "2")]
+    authority: String,
+}
+
+/// See [`Config::sidecar_target`]. The SDK passes the target to Envoy as a `&str`, so the
+/// encoded message must be UTF-8: it is while its length prefixes are one byte each (under
+/// 128), i.e. while the two names are at most 123 bytes together; `None` beyond that.
+fn sidecar_target(cluster: &str, authority: Option<&str>) -> Option<String> {
+    let Some(authority) = authority else { return Some(cluster.to_string()) };
+    let service = GrpcService { envoy_grpc: Some(EnvoyGrpc { cluster_name: cluster.into(), authority: authority.into() }) };
+    String::from_utf8(prost::Message::encode_to_vec(&service)).ok()
 }
 
 /// `path` without its query, percent-decoded once, with runs of `/` merged into one.
@@ -194,6 +255,33 @@ mod tests {
             let err = Config::from_json(raw).unwrap_err();
             assert!(err.contains(field), "{err:?} should mention {field}");
         }
+    }
+
+    #[test]
+    fn an_istio_cluster_name_needs_an_authority() {
+        let istio = "outbound|50051||vane-sidecar.vane.svc.cluster.local";
+        let err = Config::from_json(format!(r#"{{"sidecar_cluster": "{istio}"}}"#).as_bytes()).unwrap_err();
+        assert!(err.contains("sidecar_authority"), "{err}");
+        let raw = format!(r#"{{"sidecar_cluster": "{istio}", "sidecar_authority": "vane-sidecar.vane.svc.cluster.local:50051"}}"#);
+        let c = Config::from_json(raw.as_bytes()).unwrap();
+        let decoded: GrpcService = prost::Message::decode(c.sidecar_target().as_bytes()).unwrap();
+        let envoy_grpc = decoded.envoy_grpc.unwrap();
+        assert_eq!((envoy_grpc.cluster_name.as_str(), envoy_grpc.authority.as_str()), (istio, "vane-sidecar.vane.svc.cluster.local:50051"));
+    }
+
+    #[test]
+    fn a_host_named_cluster_is_called_by_its_name() {
+        assert_eq!(Config::default().sidecar_target(), "vane_sidecar");
+        assert_eq!(Config::from_json(br#"{"sidecar_cluster": "sidecar.local:50051"}"#).unwrap().sidecar_target(), "sidecar.local:50051");
+    }
+
+    #[test]
+    fn the_target_must_pass_as_text() {
+        let at_limit = format!(r#"{{"sidecar_cluster": "{}", "sidecar_authority": "{}"}}"#, "c".repeat(100), "a".repeat(23));
+        assert!(Config::from_json(at_limit.as_bytes()).is_ok());
+        let over = format!(r#"{{"sidecar_cluster": "{}", "sidecar_authority": "{}"}}"#, "c".repeat(100), "a".repeat(24));
+        assert!(Config::from_json(over.as_bytes()).unwrap_err().contains("123"));
+        assert!(Config::from_json(br#"{"sidecar_authority": "a b"}"#).unwrap_err().contains("sidecar_authority"));
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1000));
         while let Some((method, msg)) = self.stores.borrow_mut().pop_front() {
-            let sent = hostcalls::dispatch_grpc_call(&self.config.sidecar_cluster, vane_proto::SERVICE, method, Vec::new(), Some(&msg), timeout);
+            let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, method, Vec::new(), Some(&msg), timeout);
             if let Err(e) = sent {
                 warn!("vane: cannot send a cache {method}: {e:?}");
             }
@@ -205,7 +205,7 @@ impl Stream {
         let msg = facts.route_request(&req).encode_to_vec();
         let metadata = vec![("x-request-id", facts.request_id.as_bytes())];
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        match hostcalls::dispatch_grpc_call(&self.config.sidecar_cluster, vane_proto::SERVICE, "Route", metadata, Some(&msg), timeout) {
+        match hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, "Route", metadata, Some(&msg), timeout) {
             Ok(_token) => {
                 self.state = State::Routing(facts, req, hostcalls::get_current_time().ok());
                 Action::Pause
