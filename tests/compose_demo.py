@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 
 import containers
-from containers import PROJECT, SIDECAR_IMAGE, ComposeStack, podman
+from containers import SIDECAR_IMAGE, ComposeStack, podman, project_leftovers
 from stack import wait_until
 
 RENEWABLE = "What are the main benefits of renewable energy?"
@@ -118,22 +118,14 @@ def demo(stack: ComposeStack) -> dict[str, float]:
     return {"miss": miss, "hit": hit, "routed miss": routed, "fail-open": fallback}
 
 
-def leftovers() -> list[str]:
-    label = f"label=com.docker.compose.project={PROJECT}"
-    found = []
-    for kind, args in (("container", ["ps", "-aq"]), ("network", ["network", "ls", "-q"]), ("volume", ["volume", "ls", "-q"])):
-        found += [f"{kind} {name}" for name in podman(*args, "--filter", label, capture=True).stdout.split()]
-    return found
-
-
 def main() -> int:
     started = time.monotonic()
     containers.images()
-    containers.down_leftovers()  # an interrupted earlier run
     print("sidecar start errors:", flush=True)
     start_errors()
     kubernetes_config_starts()
-    stack = ComposeStack()
+    # A project of its own: a demo brought up with `make compose-up` is left alone.
+    stack = ComposeStack(project=f"vanetest{os.getpid()}")
     try:
         healthy = stack.up()
         print("healthy after `up` (s): " + ", ".join(f"{name} {t:.1f}" for name, t in healthy.items()), flush=True)
@@ -144,7 +136,7 @@ def main() -> int:
         raise
     finally:
         stack.down()
-    left = leftovers()
+    left = {kind: names for kind, names in project_leftovers(stack.project).items() if names}
     check(not left, "down removed every container, network and volume", left)
     print("latency through Envoy (ms): " + ", ".join(f"{name} {t * 1000:.0f}" for name, t in times.items()))
     print("image sizes (MB): " + ", ".join(f"{image.split('/')[-1]} {size / 1e6:.0f}"

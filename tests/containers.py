@@ -37,7 +37,7 @@ from pathlib import Path
 
 from stack import ROOT, envoy_config, free_port, onnxruntime_library, wait_until
 
-PROJECT = "vane"
+PROJECT = "vane"  # `make compose-up`; the test runs under a project name of its own
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_ENVOY = ROOT / "deploy" / "compose" / "envoy.yaml"
 IMAGES = ROOT / "deploy" / "images"
@@ -244,7 +244,8 @@ class ComposeStack:
     """docker-compose.yml brought up on podman; `down()` removes its containers, network and
     volumes, and stops the API server it started (by PID)."""
 
-    def __init__(self, port: int | None = None, metrics_port: int | None = None):
+    def __init__(self, port: int | None = None, metrics_port: int | None = None, project: str = PROJECT):
+        self.project = project
         self.port = port or free_port()
         self.metrics_port = metrics_port or free_port()
         STATE.mkdir(exist_ok=True)
@@ -254,7 +255,7 @@ class ComposeStack:
         self.driver: threading.Thread | None = None
 
     def env(self) -> dict[str, str]:
-        return {**podman_env(), "DOCKER_HOST": f"unix://{self.socket}", "COMPOSE_PROJECT_NAME": PROJECT,
+        return {**podman_env(), "DOCKER_HOST": f"unix://{self.socket}", "COMPOSE_PROJECT_NAME": self.project,
                 "VANE_PORT": str(self.port), "VANE_METRICS_PORT": str(self.metrics_port),
                 "VANE_SIDECAR_IMAGE": SIDECAR_IMAGE, "VANE_ENVOY_IMAGE": ENVOY_IMAGE, "VANE_MOCK_IMAGE": MOCK_IMAGE,
                 "MILVUS_IMAGE": MILVUS}
@@ -273,7 +274,7 @@ class ComposeStack:
         wait_until(self.socket.exists, "podman API socket", 20, self.api)
 
     def containers(self) -> list[str]:
-        out = podman("ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}", capture=True, check=False)
+        out = podman("ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}", capture=True, check=False)
         return out.stdout.split()
 
     def drive_healthchecks(self) -> None:
@@ -324,7 +325,7 @@ class ComposeStack:
 
     def health(self) -> dict[str, str]:
         """{service: status} from podman (healthy, starting, unhealthy, or the state)."""
-        out = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}", "--format",
+        out = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}", "--format",
                      '{{index .Labels "com.docker.compose.service"}} {{.Status}}', capture=True).stdout
         status = {}
         for line in out.splitlines():
@@ -349,18 +350,25 @@ class ComposeStack:
         self.down()
 
 
-def down_leftovers() -> None:
+def project_leftovers(project: str = PROJECT) -> dict[str, list[str]]:
+    """The project's containers, networks and volumes that exist now."""
+    label = f"label=com.docker.compose.project={project}"
+    return {kind: podman(*args, "--filter", label, capture=True).stdout.split()
+            for kind, args in (("container", ["ps", "-aq"]), ("network", ["network", "ls", "-q"]), ("volume", ["volume", "ls", "-q"]))}
+
+
+def down_leftovers(project: str = PROJECT) -> None:
     """Removes what an interrupted stack left: the project's containers, network and volumes."""
-    ids = podman("ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}", capture=True).stdout.split()
-    if ids:
-        podman("rm", "-f", "-t", "5", *ids, capture=True)
+    left = project_leftovers(project)
+    if left["container"]:
+        podman("rm", "-f", "-t", "5", *left["container"], capture=True)
     for kind in ("network", "volume"):
-        names = podman(kind, "ls", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}", capture=True).stdout.split()
-        if names:
-            podman(kind, "rm", "-f", *names, capture=True)
+        if left[kind]:
+            podman(kind, "rm", "-f", *left[kind], capture=True)
 
 
 def run_foreground() -> None:
+    down_leftovers()  # what an interrupted `up` left
     stack = ComposeStack(port=8801, metrics_port=9190)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
