@@ -105,7 +105,7 @@ unit: venv models promtool
 	promtool test rules deploy/observability/alerts_test.yaml
 
 e2e: build promtool
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=15
 
 bench: toolchain venv models wasm
 	cargo build --release -p vane-sidecar --example route_bench -p vane-cache --example cache_bench
