@@ -231,3 +231,18 @@ def test_tracing_off_starts_no_exporter(make_stack, monkeypatch):
         time.sleep(0.5)  # ~25 export intervals
         assert quiet.exports == 0 and quiet.spans == []
         assert "exporting traces" not in (v.stack.dir / "sidecar.log").read_text()
+
+
+def test_spans_still_queued_are_exported_when_the_sidecar_stops(make_stack, tmp_path, monkeypatch):
+    with OtlpReceiver() as rx:
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # nothing leaves before the stop
+        config = config_variant(tmp_path / "vane.yaml", {"tracing": {"enabled": True, "endpoint": rx.endpoint}})
+        v = make_stack(sidecar_config=config)
+        assert v.chat(MATH).status == 200
+        trace_id = upstream_traceparent(v)[0].split("-")[1]
+        time.sleep(0.2)
+        assert rx.spans == []
+        sidecar = v.stack.sidecar
+        v.stack.stop_sidecar()  # SIGTERM
+        assert sidecar.returncode == 0
+        assert "Route" in {s.name for s in rx.trace(trace_id)}

@@ -136,7 +136,7 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
         anyhow::Ok(())
     });
     // Off the runtime's workers: the batch exporter's shutdown blocks until the last spans are sent.
-    let _ = runtime.block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()));
+    let _ = runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await });
     served
 }
 
