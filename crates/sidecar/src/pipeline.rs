@@ -220,11 +220,11 @@ impl Pipeline {
         // stays sound with jailbreak detection on: blocked and flagged prompts are never stored.
         if let Some(cache) = lookup {
             let t0 = Instant::now();
-            let lookup = debug_span!("cache.exact");
-            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0).instrument(lookup.clone()).await;
-            lookup.set_attribute("vane.cache.backend", cache.name());
-            lookup.set_attribute("vane.cache.hit", hit.is_some());
-            drop(lookup);
+            let step = debug_span!("cache.exact");
+            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0).instrument(step.clone()).await;
+            step.set_attribute("vane.cache.backend", cache.name());
+            step.set_attribute("vane.cache.hit", hit.is_some());
+            drop(step);
             self.metrics.cache.lookup(cache.name(), "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
@@ -300,21 +300,21 @@ impl Pipeline {
                 }
             };
             let t0 = Instant::now();
-            let lookup = debug_span!("cache.semantic");
-            let found = cache.lookup(&partition, fingerprint, &embedding, t0, accept).instrument(lookup.clone()).await;
-            lookup.set_attribute("vane.cache.backend", cache.name());
-            lookup.set_attribute("vane.cache.threshold", f64::from(threshold));
-            lookup.set_attribute("vane.cache.candidates", candidates);
-            lookup.set_attribute("vane.cache.guard_rejections", rejected.len() as i64);
+            let step = debug_span!("cache.semantic");
+            let found = cache.lookup(&partition, fingerprint, &embedding, t0, accept).instrument(step.clone()).await;
+            step.set_attribute("vane.cache.backend", cache.name());
+            step.set_attribute("vane.cache.threshold", f64::from(threshold));
+            step.set_attribute("vane.cache.candidates", candidates);
+            step.set_attribute("vane.cache.guard_rejections", rejected.len() as i64);
             if !rejected.is_empty() {
-                lookup.set_attribute("vane.cache.guard_reasons", rejected.join(","));
+                step.set_attribute("vane.cache.guard_reasons", rejected.join(","));
             }
             if let Some(h) = &found {
-                lookup.set_attribute("vane.cache.similarity", f64::from(h.similarity));
+                step.set_attribute("vane.cache.similarity", f64::from(h.similarity));
             }
             let hit = found.filter(|h| h.similarity >= threshold);
-            lookup.set_attribute("vane.cache.hit", hit.is_some());
-            drop(lookup);
+            step.set_attribute("vane.cache.hit", hit.is_some());
+            drop(step);
             self.metrics.cache.lookup(cache.name(), "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
