@@ -5,9 +5,14 @@ it is sent, flattened into :class:`Span`; nothing is forwarded anywhere.
     with OtlpReceiver() as rx:
         ...  # point the sidecar at rx.endpoint
         spans = rx.wait_for(lambda spans: ..., timeout=5)
+
+Or as a process (a collector for benchmarks): ``python tests/otlp_receiver.py [--port N]`` prints
+``ready <port>``, keeps only a count, and prints ``spans <n>`` when SIGTERM/SIGINT stops it.
 """
 from __future__ import annotations
 
+import argparse
+import signal
 import threading
 import time
 from concurrent import futures
@@ -43,6 +48,11 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):
         self.receiver = receiver
 
     def Export(self, request, context):  # noqa: N802 (the generated name)
+        if not self.receiver.keep:
+            with self.receiver.lock:
+                self.receiver.received += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+                self.receiver.exports += 1
+            return trace_service_pb2.ExportTraceServiceResponse()
         got = []
         for rs in request.resource_spans:
             resource = {a.key: _value(a.value) for a in rs.resource.attributes}
@@ -55,18 +65,21 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):
                         end_ns=s.end_time_unix_nano, attributes={a.key: _value(a.value) for a in s.attributes}))
         with self.receiver.lock:
             self.receiver.spans.extend(got)
+            self.receiver.received += len(got)
             self.receiver.exports += 1
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
 class OtlpReceiver:
-    def __init__(self):
+    def __init__(self, port: int = 0, keep: bool = True):
         self.lock = threading.Lock()
+        self.keep = keep  # False: count the spans only
         self.spans: list[Span] = []
         self.exports = 0
+        self.received = 0
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Service(self), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "OtlpReceiver":
@@ -91,3 +104,21 @@ class OtlpReceiver:
             if time.monotonic() > deadline:
                 raise AssertionError(f"not received within {timeout}s; got {[(s.name, s.trace_id[:8]) for s in spans]}")
             time.sleep(0.02)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args()
+    rx = OtlpReceiver(port=args.port, keep=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with rx:
+        print(f"ready {rx.port}", flush=True)
+        stop.wait()
+    print(f"spans {rx.received}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
