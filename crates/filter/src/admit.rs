@@ -9,6 +9,7 @@ use crate::decision::{self, LocalReply};
 use crate::headers::decode_pairs;
 use crate::request::{BadRequest, ChatRequest};
 use crate::tenant;
+use crate::trace::Trace;
 
 /// The request headers, as the host can give them.
 pub trait RequestHeaders {
@@ -25,6 +26,7 @@ pub struct Facts {
     pub request_id: String,
     pub tenant: String,
     pub cache_control: CacheControl,
+    pub trace: Trace,
 }
 
 /// What to do with a request once its headers are in.
@@ -73,7 +75,8 @@ pub fn admit(config: &Config, headers: &impl RequestHeaders, end_of_stream: bool
     let anonymous_cache = config.anonymous_cache && pairs.is_some();
     let cache_control = tenant::cache_control(headers.get("x-vane-cache-control").as_deref(), &tenant, anonymous_cache);
     let request_id = headers.get("x-request-id").map(|id| String::from_utf8_lossy(&id).into_owned()).unwrap_or_default();
-    Admission::Buffer(Facts { request_id, tenant, cache_control })
+    let trace = Trace::from_headers(headers.get("traceparent").as_deref(), headers.get("tracestate").as_deref(), &request_id);
+    Admission::Buffer(Facts { request_id, tenant, cache_control, trace })
 }
 
 /// 413 when `size` bytes of body (all of it, or what is buffered so far) are over the cap.
@@ -175,6 +178,16 @@ mod tests {
     }
 
     #[test]
+    fn facts_carry_the_client_trace_context_or_one_from_the_request_id() {
+        let c = Config::default();
+        let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let f = facts(admit(&c, &chat(&[("traceparent", tp), ("tracestate", b"v=1"), ("x-request-id", b"r-1")]), false));
+        assert_eq!(f.trace, Trace::Joined { traceparent: String::from_utf8_lossy(tp).into(), tracestate: Some("v=1".into()) });
+        let f = facts(admit(&c, &chat(&[("x-request-id", b"0f8e2c4a-5b6d-4e7f-8a9b-0c1d2e3f4a5b")]), false));
+        assert_eq!(f.trace, Trace::Started { trace_id: "0f8e2c4a5b6d4e7f8a9b0c1d2e3f4a5b".into() });
+    }
+
+    #[test]
     fn a_handled_request_without_a_body_is_a_400() {
         assert_eq!(status(admit(&Config::default(), &chat(&[("authorization", KEY)]), true)), 400);
     }
@@ -193,7 +206,7 @@ mod tests {
     fn facts_carry_the_tenant_cache_control_and_request_id() {
         let c = Config::default();
         let f = facts(admit(&c, &chat(&[("authorization", KEY), ("x-request-id", b"r-1")]), false));
-        assert_eq!(f, Facts { request_id: "r-1".into(), tenant: TENANT.into(), cache_control: CacheControl::Default });
+        assert_eq!(f, Facts { request_id: "r-1".into(), tenant: TENANT.into(), cache_control: CacheControl::Default, trace: Trace::from_headers(None, None, "r-1") });
         assert!(!f.bypass());
         for (value, want) in [(&b"no-cache"[..], CacheControl::NoCache), (b"NO-STORE ", CacheControl::NoStore), (b"sometimes", CacheControl::Default)] {
             let f = facts(admit(&c, &chat(&[("authorization", KEY), ("x-vane-cache-control", value)]), false));
@@ -242,7 +255,7 @@ mod tests {
     #[test]
     fn the_route_request_has_the_facts_and_the_parsed_body() {
         let req = ChatRequest::parse(br#"{"model":"auto","stream":true,"temperature":0,"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
-        let f = Facts { request_id: "r".into(), tenant: TENANT.into(), cache_control: CacheControl::NoCache };
+        let f = Facts { request_id: "r".into(), tenant: TENANT.into(), cache_control: CacheControl::NoCache, trace: Trace::Unknown };
         let msg = f.route_request(&req);
         assert_eq!((msg.request_id.as_str(), msg.model.as_str(), msg.stream, msg.prompt.as_str()), ("r", "auto", true, "hi"));
         assert_eq!(msg.tenant, TENANT);

@@ -8,6 +8,7 @@ use prost::Message;
 use crate::config::FailureMode;
 use crate::headers::is_valid_value;
 use crate::request::{BadRequest, ChatRequest};
+use crate::trace::is_traceparent;
 use vane_proto::v1::{RouteDecision, route_decision::Action};
 use vane_proto::wire::{error, sse};
 
@@ -30,6 +31,8 @@ pub struct Forward {
     pub response_headers: Vec<(&'static str, String)>,
     /// Store the answer under this ticket when it completes with 2xx.
     pub ticket: Option<String>,
+    /// The Route span's traceparent, when the sidecar traced the request (see [`crate::trace`]).
+    pub route_span: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +119,7 @@ fn decide(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
             let cache = if bypass { "bypass" } else { "miss" };
             out.response_headers.push(("x-vane-cache", cache.into()));
             out.ticket = Some(fwd.ticket).filter(|t| !t.is_empty());
+            out.route_span = Some(fwd.traceparent).filter(|tp| is_traceparent(tp));
             Outcome::Forward(out)
         }
         None => fallback(Fallback::EmptyDecision, FailureMode::Open),
@@ -362,6 +366,16 @@ mod tests {
         }
         let hit = Cached { completion: COMPLETION.to_vec(), similarity: 1.0, entry_id: "e\n1".into() };
         assert!(matches!(apply(&req(false), decision(Action::Cached(hit)), false), Outcome::Forward(f) if f.request_headers[0].1 == "sidecar_bad_header"));
+    }
+
+    #[test]
+    fn a_forward_carries_the_route_span_when_it_is_a_traceparent() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (sent, kept) in [(tp, Some(tp)), ("", None), ("00-zz", None)] {
+            let d = RouteDecision { action: Some(Action::Forward(Fwd { traceparent: sent.into(), ..Default::default() })) };
+            let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!() };
+            assert_eq!(f.route_span.as_deref(), kept, "{sent:?}");
+        }
     }
 
     #[test]

@@ -21,11 +21,12 @@ use crate::config::Config;
 use crate::decision::{self, Fallback, LocalReply, Outcome};
 use crate::headers::OWN_REQUEST_HEADERS;
 use crate::request::ChatRequest;
+use crate::trace::Trace;
 
-/// Encoded `Store` and `Release` calls (method, message) waiting for the root context's next
-/// tick. They are sent from the root context because a call made by a stream's context is
-/// cancelled when the stream ends, which is exactly when the answer is complete.
-type StoreQueue = Rc<RefCell<VecDeque<(&'static str, Vec<u8>)>>>;
+/// Encoded `Store` and `Release` calls (method, message, the traceparent they join) waiting for
+/// the root context's next tick. They are sent from the root context because a call made by a
+/// stream's context is cancelled when the stream ends, which is exactly when the answer is complete.
+type StoreQueue = Rc<RefCell<VecDeque<(&'static str, Vec<u8>, Option<String>)>>>;
 
 #[derive(Default)]
 pub struct Root {
@@ -61,8 +62,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1000));
-        while let Some((method, msg)) = self.stores.borrow_mut().pop_front() {
-            let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, method, Vec::new(), Some(&msg), timeout);
+        while let Some((method, msg, traceparent)) = self.stores.borrow_mut().pop_front() {
+            let metadata = traceparent.iter().map(|tp| ("traceparent", tp.as_bytes())).collect();
+            let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, method, metadata, Some(&msg), timeout);
             if let Err(e) = sent {
                 warn!("vane: cannot send a cache {method}: {e:?}");
             }
@@ -86,8 +88,9 @@ enum State {
     Buffering(Facts),
     /// Waiting for the sidecar's Route answer (sent at the given host time).
     Routing(Facts, ChatRequest, Option<SystemTime>),
-    /// Sent upstream; decorate the response and copy it for the cache.
-    Forwarded { response_headers: Vec<(&'static str, String)>, capture: Capture },
+    /// Sent upstream; decorate the response and copy it for the cache (the Store or Release
+    /// joins `trace`).
+    Forwarded { response_headers: Vec<(&'static str, String)>, capture: Capture, trace: Option<String> },
     /// We answered locally; our own reply also passes through the response callbacks.
     Replied,
 }
@@ -136,11 +139,11 @@ impl RequestHeaders for EnvoyRequestHeaders {
 }
 
 /// Queues a cache call for the root context's next tick; beyond `limit` waiting it is dropped.
-fn send_later(stores: &StoreQueue, limit: usize, call: Option<CacheCall>) {
+fn send_later(stores: &StoreQueue, limit: usize, call: Option<CacheCall>, trace: &Option<String>) {
     let Some(call) = call else { return };
     let mut stores = stores.borrow_mut();
     if stores.len() < limit {
-        stores.push_back((call.method(), call.encode()));
+        stores.push_back((call.method(), call.encode(), trace.clone()));
     } else {
         warn!("vane: too many pending cache calls; dropping a {}", call.method());
     }
@@ -163,7 +166,7 @@ impl Stream {
     }
 
     /// Applies an outcome while the request is paused, then lets it go.
-    fn finish(&mut self, outcome: Outcome) {
+    fn finish(&mut self, outcome: Outcome, trace: &Trace) {
         match outcome {
             Outcome::Reply(reply) => {
                 self.reply(reply);
@@ -171,6 +174,9 @@ impl Stream {
             Outcome::Forward(fwd) => {
                 for (name, value) in &fwd.request_headers {
                     set_header(MapType::HttpRequestHeaders, name, value);
+                }
+                if let Some(traceparent) = trace.upstream(fwd.route_span.as_deref()) {
+                    set_header(MapType::HttpRequestHeaders, "traceparent", &traceparent);
                 }
                 if let Some(body) = &fwd.body {
                     // Envoy does not fix content-length after a body rewrite; a stale one makes
@@ -181,7 +187,8 @@ impl Stream {
                         warn!("vane: cannot rewrite the request body");
                     }
                 }
-                self.state = State::Forwarded { response_headers: fwd.response_headers, capture: Capture::new(fwd.ticket) };
+                let trace = trace.cache_call_parent(fwd.route_span.as_deref());
+                self.state = State::Forwarded { response_headers: fwd.response_headers, capture: Capture::new(fwd.ticket), trace };
                 if hostcalls::resume_http_request().is_err() {
                     warn!("vane: cannot resume the request");
                 }
@@ -203,7 +210,8 @@ impl Stream {
 
     fn route(&mut self, facts: Facts, req: ChatRequest) -> Action {
         let msg = facts.route_request(&req).encode_to_vec();
-        let metadata = vec![("x-request-id", facts.request_id.as_bytes())];
+        let mut metadata = vec![("x-request-id", facts.request_id.as_bytes())];
+        metadata.extend(facts.trace.route_metadata());
         let timeout = Duration::from_millis(self.config.timeout_ms);
         match hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, "Route", metadata, Some(&msg), timeout) {
             Ok(_token) => {
@@ -212,7 +220,7 @@ impl Stream {
             }
             Err(e) => {
                 warn!("vane: cannot call the sidecar: {e:?}");
-                self.finish(decision::fallback(Fallback::SidecarUnavailable, self.config.failure_mode));
+                self.finish(decision::fallback(Fallback::SidecarUnavailable, self.config.failure_mode), &facts.trace);
                 match self.state {
                     State::Replied => Action::Pause,
                     _ => Action::Continue,
@@ -237,7 +245,7 @@ impl Context for Stream {
             let reply = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size).ok().flatten().unwrap_or_default();
             decision::apply_reply(&req, &reply, facts.bypass(), self.config.failure_mode)
         };
-        self.finish(outcome);
+        self.finish(outcome, &facts.trace);
     }
 }
 
@@ -286,14 +294,14 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
         let (stores, limit) = (&self.stores, self.config.max_pending_stores);
-        if let State::Forwarded { response_headers, capture } = &mut self.state {
+        if let State::Forwarded { response_headers, capture, trace } = &mut self.state {
             let resp = MapType::HttpResponseHeaders;
             for (name, value) in response_headers.iter() {
                 set_header(resp, name, value);
             }
             if capture.is_copying() {
                 let call = capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref());
-                send_later(stores, limit, call);
+                send_later(stores, limit, call, trace);
             }
         }
         Action::Continue
@@ -301,7 +309,7 @@ impl HttpContext for Stream {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let (stores, limit) = (&self.stores, self.config.max_pending_stores);
-        let State::Forwarded { capture, .. } = &mut self.state else {
+        let State::Forwarded { capture, trace, .. } = &mut self.state else {
             return Action::Continue;
         };
         if !capture.is_copying() {
@@ -312,14 +320,14 @@ impl HttpContext for Stream {
             0 => Vec::new(),
             n => hostcalls::get_buffer(BufferType::HttpResponseBody, 0, n).ok().flatten().unwrap_or_default(),
         };
-        send_later(stores, limit, capture.on_response_body(&chunk, end_of_stream, self.config.max_response_bytes));
+        send_later(stores, limit, capture.on_response_body(&chunk, end_of_stream, self.config.max_response_bytes), trace);
         Action::Continue
     }
 
     /// The stream is over: an answer that never reached its end releases its ticket.
     fn on_log(&mut self) {
-        if let State::Forwarded { capture, .. } = &mut self.state {
-            send_later(&self.stores, self.config.max_pending_stores, capture.on_end());
+        if let State::Forwarded { capture, trace, .. } = &mut self.state {
+            send_later(&self.stores, self.config.max_pending_stores, capture.on_end(), trace);
         }
     }
 }

@@ -5,7 +5,8 @@
 //! headers say, the Route request), [`request`] (parsing a chat request), [`decision`]
 //! (decision → what to do, fallback reasons), [`capture`] (copying the answer for the cache:
 //! Store or Release), [`headers`] (what may become a header),
-//! [`tenant`] (who is asking), [`url`]. The formats the sidecar must read or write the same way
+//! [`tenant`] (who is asking), [`trace`] (carrying the request's trace to the sidecar and the
+//! model), [`url`]. The formats the sidecar must read or write the same way
 //! (tenant keys, SSE replay, OpenAI error bodies) live in `vane_proto::wire`.
 
 pub mod admit;
@@ -15,6 +16,7 @@ pub mod decision;
 pub mod headers;
 pub mod request;
 pub mod tenant;
+pub mod trace;
 pub mod url;
 
 #[cfg(target_arch = "wasm32")]

@@ -34,11 +34,22 @@ pub enum EmbedError {
     Model(#[from] ModelError),
 }
 
-/// A text's embedding, and how much of the text the encoder could read.
+/// A text's embedding, how much of the text the encoder could read, and the pass that made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedded {
     pub vector: Vec<f32>,
     pub reading: Reading,
+    pub pass: Pass,
+}
+
+/// One encoder pass, as its thread timed it (for the request's trace: the caller knows when it
+/// queued the text, so the wait is `started` minus that).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass {
+    pub started: Instant,
+    pub took: Duration,
+    /// Texts embedded in the pass.
+    pub batch: usize,
 }
 
 type Reply = oneshot::Sender<Result<Embedded, EmbedError>>;
@@ -418,11 +429,12 @@ fn run_batch(encoder: &mut dyn Encoder, mut jobs: Vec<Tokenized>, metrics: &Enco
     let started = Instant::now();
     let batch: Vec<Vec<u32>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.ids)).collect();
     let result = encoder.encode(&batch);
-    metrics.observe_batch(jobs.len(), started.elapsed());
+    let pass = Pass { started, took: started.elapsed(), batch: jobs.len() };
+    metrics.observe_batch(pass.batch, pass.took);
     match result {
         Ok(vectors) => {
             for (job, vector) in jobs.into_iter().zip(vectors) {
-                let _ = job.reply.send(Ok(Embedded { vector, reading: job.reading })); // the caller may have gone; nothing to do
+                let _ = job.reply.send(Ok(Embedded { vector, reading: job.reading, pass })); // the caller may have gone; nothing to do
             }
         }
         Err(e) => {

@@ -2,8 +2,10 @@
 //! called by N concurrent gRPC clients with distinct short prompts (every call is a cache miss
 //! that runs the encoder and the routing decision).
 //!
-//! `cargo run --release -p vane-sidecar --example route_bench -- [--seconds 5] [--callers 1,16,128] [--encoders N]`
+//! `cargo run --release -p vane-sidecar --example route_bench -- [--seconds 5] [--callers 1,16,128] [--encoders N] [--tracing]`
 //! prints one row per (model, batching, callers): p50/p99 latency and the sustained rate.
+//! Logging is installed as in the sidecar; `--tracing` also exports every trace (sampling 1.0)
+//! to the collector the `OTEL_EXPORTER_OTLP_*` variables name (default 127.0.0.1:4317).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +20,7 @@ use vane_sidecar::metrics::Metrics;
 use vane_model::onnx::OnnxEncoder;
 use vane_sidecar::pipeline::Pipeline;
 use vane_sidecar::server::GrpcService;
+use vane_sidecar::telemetry;
 use vane_proto::v1::RouteRequest;
 use vane_proto::v1::sidecar_client::SidecarClient;
 
@@ -82,6 +85,13 @@ async fn main() -> anyhow::Result<()> {
     let config_path = arg("--config", "config/vane.yaml");
     // Default: the configuration's model.encoders.
     let encoders: Option<usize> = std::env::args().any(|a| a == "--encoders").then(|| arg("--encoders", "1").parse()).transpose()?;
+    let mut tracing = Config::load(std::path::Path::new(&config_path))?.tracing;
+    tracing.enabled = std::env::args().any(|a| a == "--tracing");
+    tracing.sampling_ratio = 1.0;
+    let tracing = tracing.with_env(|name| std::env::var(name).ok()).map_err(|e| anyhow::anyhow!(e.join("; ")))?;
+    let exporter_metrics = Metrics::default();
+    let telemetry = telemetry::init(Some(&tracing), &exporter_metrics)?;
+    eprintln!("tracing: {}", if telemetry.tracing() { tracing.url() } else { "off".into() });
     let counter = Arc::new(AtomicUsize::new(0));
     println!("| model | batching | callers | p50 ms | p99 ms | Route/s | errors |\n|---|---|---|---|---|---|---|");
     for model in models.split(',') {
@@ -114,5 +124,8 @@ async fn main() -> anyhow::Result<()> {
             server.await??;
         }
     }
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    let dropped: Vec<String> = exporter_metrics.render().lines().filter(|l| l.starts_with("vane_trace_spans_dropped_total")).map(String::from).collect();
+    eprintln!("spans dropped: {}", if dropped.is_empty() { "none".into() } else { dropped.join(", ") });
     Ok(())
 }

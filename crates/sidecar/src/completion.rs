@@ -21,9 +21,43 @@ pub fn from_json(body: &[u8]) -> Result<Vec<u8>, Incomplete> {
     Ok(body.to_vec())
 }
 
+/// What a trace says about a completion (GenAI conventions): the model that answered and the
+/// tokens it counted (`usage`), when the answer says.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    pub model: Option<String>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+}
+
+/// The [`Summary`] of a `chat.completion` (as [`from_json`] or [`from_sse`] made it).
+pub fn summary(completion: &[u8]) -> Summary {
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        prompt_tokens: Option<i64>,
+        completion_tokens: Option<i64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Completion {
+        model: Option<String>,
+        usage: Option<Usage>,
+    }
+    let Ok(c) = serde_json::from_slice::<Completion>(completion) else { return Summary::default() };
+    let usage = c.usage.unwrap_or(Usage { prompt_tokens: None, completion_tokens: None });
+    Summary { model: c.model, input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summaries_read_the_model_and_usage() {
+        let c = br#"{"object":"chat.completion","model":"m-1","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        assert_eq!(summary(c), Summary { model: Some("m-1".into()), input_tokens: Some(12), output_tokens: Some(5) });
+        assert_eq!(summary(br#"{"object":"chat.completion","choices":[]}"#), Summary::default());
+        assert_eq!(summary(b"not json"), Summary::default());
+    }
 
     #[test]
     fn json_answers_must_be_finished_completions() {

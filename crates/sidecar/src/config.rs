@@ -1,6 +1,6 @@
 //! The sidecar's configuration (`config/vane.yaml`), composed of the areas' sections: `server`
 //! (here), `model` ([`vane_model::config`]), `routing` and `safety` ([`vane_routing::config`]),
-//! `cache` ([`vane_cache::config`]). Each section checks itself; this module checks what spans
+//! `cache` ([`vane_cache::config`]), `tracing` ([`crate::telemetry::config`]). Each section checks itself; this module checks what spans
 //! sections.
 //!
 //! Parsed strictly (unknown fields are errors, with their path). [`Config::load`] then checks
@@ -23,6 +23,8 @@ use vane_cache::config::{Backend, CacheConfig, MIN_BYTES, MilvusConfig, bytes};
 use vane_model::config::ModelConfig;
 use vane_routing::Heads;
 use vane_routing::config::{RoutingConfig, SafetyConfig};
+
+use crate::telemetry::config::TracingConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +56,8 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub safety: SafetyConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +228,7 @@ impl Config {
         config.routing.check(&mut errors);
         config.safety.check(&mut errors);
         config.cache.check(&mut errors);
+        config.tracing.check(&mut errors);
         config.check_backend_knobs(&mut errors);
         config.check_models(&mut errors);
         config.cache_epoch = cache_epoch(text, &[]);

@@ -6,8 +6,8 @@
 //!   the cache's admin API);
 //! - [`tickets`] (what Route computed, kept until Store or Release) and [`completion`] (what
 //!   answer is complete enough to cache);
-//! - [`config`] (the sections composed and checked at once) and [`metrics`] (every area's
-//!   families in one registry).
+//! - [`config`] (the sections composed and checked at once), [`metrics`] (every area's
+//!   families in one registry) and [`telemetry`] (traces over OTLP, logs).
 //!
 //! The areas are crates of their own: `vane-model` (the encoder; ONNX Runtime lives only there),
 //! `vane-cache` (both backends, the guard), `vane-routing` (the decision, PII, jailbreak). The
@@ -20,4 +20,5 @@ pub mod config;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;
+pub mod telemetry;
 pub mod tickets;

@@ -15,10 +15,11 @@ use tracing::{error, info};
 use vane_model::batching::{BatchPolicy, EmbedQueue};
 use vane_model::onnx::OnnxEncoder;
 use vane_sidecar::admin::{self, AdminState};
-use vane_sidecar::config::Config;
+use vane_sidecar::config::{Config, ConfigError};
 use vane_sidecar::metrics::Metrics;
 use vane_sidecar::pipeline::Pipeline;
 use vane_sidecar::server::GrpcService;
+use vane_sidecar::telemetry;
 
 #[derive(Parser)]
 #[command(name = "vane-sidecar", about = "The Vane sidecar: semantic routing and caching for LLM traffic")]
@@ -65,12 +66,6 @@ fn return_large_buffers_to_the_os() {}
 
 fn main() -> ExitCode {
     return_large_buffers_to_the_os();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANE_LOG").unwrap_or_else(|_| "info".into()))
-        .with_target(false)
-        // Colours only on a terminal: container logs and files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let command = Cli::parse().command.unwrap_or_else(|| {
         let config = std::env::var_os("VANE_CONFIG").map_or("config/vane.yaml".into(), Into::into);
         Command::Serve { config, grpc: None, admin: None }
@@ -88,18 +83,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration file with the `OTEL_*` variables laid over its `tracing:` section.
+fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let mut config = Config::load(path)?;
+    config.tracing = config.tracing.with_env(|name| std::env::var(name).ok()).map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
 fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> anyhow::Result<()> {
-    let mut config = Config::load(&path)?;
+    // Built first: the trace exporter's gRPC channel lives on it.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let metrics = Metrics::default();
+    let loaded = load(&path);
+    // Logging is installed even when the configuration is bad, to report why.
+    let telemetry = runtime.block_on(async { telemetry::init(loaded.as_ref().ok().map(|c| &c.tracing), &metrics) }).context("setting up trace export")?;
+    let mut config = loaded?;
     config.server.grpc = grpc.unwrap_or(config.server.grpc);
     config.server.admin = admin.unwrap_or(config.server.admin);
-    let metrics = Metrics::default();
+    if telemetry.tracing() {
+        let t = &config.tracing;
+        info!(endpoint = %t.url(), protocol = ?t.protocol, sampling_ratio = t.sampling_ratio, service = %t.service_name, "exporting traces");
+    }
     let started = std::time::Instant::now();
     let encoders = OnnxEncoder::load_all(&config.model).context("loading the encoder")?;
     info!(model = %config.model.onnx.display(), sessions = encoders.len(), took_ms = started.elapsed().as_millis() as u64, "encoder ready");
     let queue = EmbedQueue::start_many(encoders, BatchPolicy::from_config(&config.model), metrics.encoder.clone());
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let pipeline = Arc::new(Pipeline::build(&config, queue, metrics.clone()).await.context("building the pipeline")?);
         if let Some(every) = config.cache.snapshot.as_ref().and(std::num::NonZeroU64::new(config.cache.snapshot_interval_seconds)) {
             let pipeline = pipeline.clone();
@@ -130,8 +140,11 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
         a.context("admin server")?;
         g.context("gRPC server")?;
         info!("stopped");
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    // Off the runtime's workers: the batch exporter's shutdown blocks until the last spans are sent.
+    let _ = runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await });
+    served
 }
 
 fn probe(admin: SocketAddr) -> ExitCode {

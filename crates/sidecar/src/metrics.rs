@@ -30,6 +30,7 @@ pub struct Metrics {
     tickets_dropped: Family<Label, Counter>,
     safety_decisions: Family<[(&'static str, &'static str); 2], Counter>,
     pii_findings: Family<Label, Counter>,
+    trace_spans_dropped: Family<Label, Counter>,
 }
 
 impl Default for Metrics {
@@ -53,7 +54,16 @@ impl Default for Metrics {
         registry.register("safety_decisions", "Requests a safety signal acted on, by signal (pii, jailbreak) and action", safety_decisions.clone());
         let pii_findings = Family::<Label, Counter>::default();
         registry.register("pii_findings", "PII found in requests, by type (counts only; text is never logged)", pii_findings.clone());
-        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings }
+        let trace_spans_dropped = Family::<Label, Counter>::default();
+        registry.register("trace_spans_dropped", "Spans not exported, by reason (queue_full: the export queue, tracing.max_queue, was full; export_failed: the collector refused or did not answer)", trace_spans_dropped.clone());
+        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings, trace_spans_dropped }
+    }
+}
+
+/// The trace exporter's parts are `Debug` and hold a clone; the values are on /metrics.
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 
@@ -85,6 +95,10 @@ impl Metrics {
         self.tickets_dropped.get_or_create(&[("reason", reason)]).inc();
     }
 
+    pub fn spans_dropped(&self, reason: &'static str, count: usize) {
+        self.trace_spans_dropped.get_or_create(&[("reason", reason)]).inc_by(count as u64);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -109,6 +123,7 @@ mod tests {
         m.cache.set_bytes(4096);
         m.tickets(2, 3000);
         m.ticket_dropped("released");
+        m.spans_dropped("queue_full", 2);
         let text = m.render();
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
@@ -124,6 +139,7 @@ mod tests {
             "# UNIT vane_tickets_bytes bytes",
             "vane_tickets_bytes 3000",
             "vane_tickets_dropped_total{reason=\"released\"} 1",
+            "vane_trace_spans_dropped_total{reason=\"queue_full\"} 2",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, debug_span, info, warn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
 
 use vane_cache::backend::CacheBackend;
@@ -15,7 +16,7 @@ use vane_cache::memory::MemoryCache;
 use vane_cache::policy::CachePolicy;
 use vane_cache::snapshot::SnapshotError;
 use vane_cache::{CacheError, Fingerprint, Hit, Partition, PromptKey, Selector};
-use vane_model::batching::{EmbedError, EmbedQueue};
+use vane_model::batching::{EmbedError, EmbedQueue, Embedded};
 use vane_routing::conversation::{self, State};
 use vane_routing::jailbreak::{Jailbreak, Outcome, Plan};
 use vane_routing::pii_policy::{self, Messages, PiiPolicy};
@@ -24,6 +25,7 @@ use vane_routing::{DEFAULT_CATEGORY, Decider, Decision, RoutingError, earlier_us
 use crate::completion;
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
+use crate::telemetry::spans;
 use crate::tickets::{self, Pending, Tickets};
 
 /// Why a Store did not cache the answer: the reply's `reason` and the
@@ -71,6 +73,8 @@ pub struct Pipeline {
     /// The per-call caps (`server.max_route_bytes`, `server.max_store_bytes`).
     limits: ServerConfig,
     metrics: Metrics,
+    /// `tracing.record_text`: prompts and answers on the spans (debugging only).
+    record_text: bool,
 }
 
 impl Pipeline {
@@ -101,7 +105,8 @@ impl Pipeline {
         let t = &c.tickets;
         let limits = tickets::Limits { ttl: Duration::from_secs(t.ttl_seconds), max_count: t.max_count, max_bytes: t.max_bytes, max_one: c.max_entry_bytes };
         let tickets = Tickets::new(limits, metrics.clone());
-        Ok(Pipeline { decider, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets, limits: config.server.clone(), metrics })
+        let record_text = config.tracing.record_text;
+        Ok(Pipeline { decider, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets, limits: config.server.clone(), metrics, record_text })
     }
 
     /// The cache's contents and settings (`None` when disabled), for the admin API; the contents
@@ -163,9 +168,18 @@ impl Pipeline {
         &self.cache_policy
     }
 
+    /// Decides one request, in the caller's `Route` span (see [`crate::telemetry`] for the
+    /// children and attributes).
     pub async fn route(&self, req: RouteRequest) -> Result<RouteDecision, EmbedError> {
         let started = Instant::now();
         let routed = self.decider.is_alias(&req.model);
+        let span = Span::current();
+        span.set_attribute("gen_ai.operation.name", "chat");
+        span.set_attribute("gen_ai.request.model", req.model.clone());
+        span.set_attribute("vane.stream", req.stream);
+        if self.record_text {
+            span.set_attribute("vane.prompt", req.prompt.clone());
+        }
         let control = CacheControl::try_from(req.cache_control).unwrap_or_default();
         let use_cache = self.cache.is_some() && !req.prompt.is_empty() && control != CacheControl::NoStore;
         // Read before the request is taken apart; only when a PII policy is configured.
@@ -177,6 +191,10 @@ impl Pipeline {
         if let (Some(j), Some(plan)) = (&self.jailbreak, &plan)
             && let Some(block) = j.refusal(plan)
         {
+            let signal = debug_span!("signal.jailbreak");
+            signal.set_attribute("vane.jailbreak.action", "oversize_block");
+            signal.set_attribute("vane.jailbreak.windows", plan.needed() as i64);
+            drop(signal);
             self.metrics.safety("jailbreak", "oversize_block");
             info!(request_id, signal = "jailbreak", action = "block", reason = "over_budget", windows = plan.needed(), "jailbreak policy");
             return Ok(self.decided(Action::Block(block), started));
@@ -202,22 +220,27 @@ impl Pipeline {
         // stays sound with jailbreak detection on: blocked and flagged prompts are never stored.
         if let Some(cache) = lookup {
             let t0 = Instant::now();
-            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0).await;
+            let step = debug_span!("cache.exact");
+            let hit = cache.lookup_exact(&partition, fingerprint, prompt, t0).instrument(step.clone()).await;
+            step.set_attribute("vane.cache.backend", cache.name());
+            step.set_attribute("vane.cache.hit", hit.is_some());
+            drop(step);
             self.metrics.cache.lookup(cache.name(), "exact", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
             }
         }
         let embedded = match (&self.jailbreak, &plan) {
-            (Some(j), Some(plan)) if j.late(plan).is_some() => match tokio::time::timeout_at(j.due(plan), self.embedder.embed(req.prompt.clone())).await {
+            (Some(j), Some(plan)) if j.late(plan).is_some() => match tokio::time::timeout_at(j.due(plan), self.embed(req.prompt.clone())).await {
                 Ok(embedded) => embedded?,
                 Err(_) => {
+                    span.set_attribute("vane.jailbreak.action", "unjudged_block");
                     self.metrics.safety("jailbreak", "unjudged_block");
                     info!(request_id, signal = "jailbreak", action = "unjudged_block", reason = "no_time", "jailbreak policy");
                     return Ok(self.decided(Action::Block(j.late(plan).unwrap_or_default()), started));
                 }
             },
-            _ => self.embedder.embed(req.prompt.clone()).await?,
+            _ => self.embed(req.prompt.clone()).await?,
         };
         let embedding = embedded.vector;
         // An embedding that does not stand for the whole prompt never matches, nor is matched:
@@ -258,20 +281,40 @@ impl Pipeline {
         let threshold = threshold.unwrap_or(1.0);
 
         if let (Some(cache), Some(why)) = (lookup, unread) {
+            span.set_attribute("vane.cache.semantic_skipped", why.name());
             self.metrics.cache.lookup(cache.name(), "semantic", why.name(), Duration::ZERO);
             debug!(request_id, reason = why.name(), share = embedded.reading.unknown_share(), "semantic tier skipped");
         }
         if let Some(cache) = lookup.filter(|_| unread.is_none()) {
             // Near-duplicates that ask something else (negation, other numbers, ...) are not hits.
-            let accept = |cached: &str| match guard::conflict(cached, &req.prompt) {
-                Some(reason) => {
-                    self.metrics.cache.guard_rejection(reason);
-                    false
+            let (mut candidates, mut rejected) = (0_i64, Vec::new());
+            let accept = |cached: &str| {
+                candidates += 1;
+                match guard::conflict(cached, &req.prompt) {
+                    Some(reason) => {
+                        self.metrics.cache.guard_rejection(reason);
+                        rejected.push(reason);
+                        false
+                    }
+                    None => true,
                 }
-                None => true,
             };
             let t0 = Instant::now();
-            let hit = cache.lookup(&partition, fingerprint, &embedding, t0, accept).await.filter(|h| h.similarity >= threshold);
+            let step = debug_span!("cache.semantic");
+            let found = cache.lookup(&partition, fingerprint, &embedding, t0, accept).instrument(step.clone()).await;
+            step.set_attribute("vane.cache.backend", cache.name());
+            step.set_attribute("vane.cache.threshold", f64::from(threshold));
+            step.set_attribute("vane.cache.candidates", candidates);
+            step.set_attribute("vane.cache.guard_rejections", rejected.len() as i64);
+            if !rejected.is_empty() {
+                step.set_attribute("vane.cache.guard_reasons", rejected.join(","));
+            }
+            if let Some(h) = &found {
+                step.set_attribute("vane.cache.similarity", f64::from(h.similarity));
+            }
+            let hit = found.filter(|h| h.similarity >= threshold);
+            step.set_attribute("vane.cache.hit", hit.is_some());
+            drop(step);
             self.metrics.cache.lookup(cache.name(), "semantic", if hit.is_some() { "hit" } else { "miss" }, t0.elapsed());
             if let Some(hit) = hit {
                 return Ok(self.cached(hit, started));
@@ -300,6 +343,21 @@ impl Pipeline {
     /// model the conversation is on); the conversation's new state is remembered on forward. An
     /// `unreadable` prompt goes to the default model ([`Decider::decide_unreadable`]).
     async fn classify(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
+        let span = debug_span!("decision");
+        let routed = self.classify_in(partition, turns, prompt, embedding, unreadable).instrument(span.clone()).await?;
+        let d = &routed.decision;
+        span.set_attribute("vane.category", d.category.clone());
+        span.set_attribute("vane.confidence", f64::from(d.confidence));
+        span.set_attribute("vane.category.source", d.source);
+        span.set_attribute("vane.model", d.model.clone());
+        span.set_attribute("vane.conversation.turns", turns.len() as i64);
+        if let Some(p) = d.small_model_success {
+            span.set_attribute("vane.small_model_success", f64::from(p));
+        }
+        Ok(routed)
+    }
+
+    async fn classify_in(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
         let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
         let now = Instant::now();
         let previous = if turns.is_empty() { None } else { self.decider.conversations.get(&key(None), now) };
@@ -308,7 +366,7 @@ impl Pipeline {
             None if !turns.is_empty() && self.decider.multi_turn.history_weight > 0.0 => {
                 // Not seen before (or forgotten): embed the recent earlier turns, newest first.
                 let recent: Vec<&str> = turns.iter().rev().take(3).map(String::as_str).collect();
-                Some(self.embedder.embed(recent.join("\n")).await?.vector)
+                Some(self.embed(recent.join("\n")).await?.vector)
             }
             None => None,
         };
@@ -332,8 +390,17 @@ impl Pipeline {
     /// the plan was made, at the start of the Route): `Ok(flag score)` to go on, `Err(block)`.
     async fn check_jailbreak(&self, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
         let Some(jailbreak) = &self.jailbreak else { return Ok(Ok(None)) };
-        let judged = jailbreak.judge(&self.embedder, plan, shared, jailbreak.due(plan)).await?;
+        let signal = debug_span!("signal.jailbreak");
+        let judged = jailbreak.judge(&self.embedder, plan, shared, jailbreak.due(plan)).instrument(signal.clone()).await?;
         let (outcome, label) = jailbreak.decide(&judged, category);
+        signal.set_attribute("vane.jailbreak.action", label);
+        signal.set_attribute("vane.jailbreak.score", f64::from(judged.score));
+        signal.set_attribute("vane.jailbreak.windows", judged.needed as i64);
+        signal.set_attribute("vane.jailbreak.judged", judged.judged as i64);
+        if let Some(why) = judged.unjudged {
+            signal.set_attribute("vane.jailbreak.unjudged", why.name());
+        }
+        let _in_signal = signal.enter();
         if label != "allow" {
             self.metrics.safety("jailbreak", label);
             let reason = judged.unjudged.map(|u| u.name());
@@ -350,6 +417,8 @@ impl Pipeline {
     /// model, or the body with the PII replaced. Logs and metrics carry types and counts only.
     fn apply_pii(&self, mut fwd: Forward, messages: Option<&Messages>, routed: bool, request_id: &str) -> Action {
         let (Some(policy), Some(messages)) = (&self.pii, messages) else { return Action::Forward(fwd) };
+        let signal = debug_span!("signal.pii");
+        let _in_signal = signal.enter();
         let (outcome, counts) = policy.check(&fwd.model, messages, routed, |m| self.decider.cost(m));
         for (kind, n) in &counts {
             self.metrics.pii_found(kind.name(), *n);
@@ -360,11 +429,13 @@ impl Pipeline {
             pii_policy::Outcome::Route { types, .. } => ("route", types.clone()),
             pii_policy::Outcome::Redact { types, .. } => ("redact", types.clone()),
         };
+        signal.set_attribute("vane.pii.action", if counts.is_empty() { "none" } else { action });
         if counts.is_empty() {
             return Action::Forward(fwd);
         }
         self.metrics.safety("pii", action);
         let found: Vec<String> = counts.iter().map(|(k, n)| format!("{}={n}", k.name())).collect();
+        signal.set_attribute("vane.pii.found", found.join(","));
         info!(request_id, signal = "pii", action, model = %fwd.model, found = %found.join(","), "pii policy");
         let names = pii_policy::names(&types);
         match outcome {
@@ -403,18 +474,42 @@ impl Pipeline {
 
     fn cached(&self, hit: Hit, started: Instant) -> RouteDecision {
         debug!(entry = hit.id, tier = hit.tier.name(), similarity = hit.similarity, "cache hit");
+        let span = Span::current();
+        span.set_attribute("vane.cache.tier", hit.tier.name());
+        span.set_attribute("vane.cache.similarity", f64::from(hit.similarity));
+        span.set_attribute("vane.cache.entry", hit.id.to_string());
         let cached = Cached { completion: hit.completion, similarity: hit.similarity, entry_id: hit.id.to_string() };
         self.decided(Action::Cached(cached), started)
     }
 
-    fn decided(&self, action: Action, started: Instant) -> RouteDecision {
-        let kind = match &action {
+    fn decided(&self, mut action: Action, started: Instant) -> RouteDecision {
+        let span = Span::current();
+        let kind = match &mut action {
             Action::Cached(_) => "cached",
-            Action::Block(_) => "block",
-            Action::Forward(_) => "forward",
+            Action::Block(block) => {
+                span.set_attribute("vane.block.code", block.code.clone());
+                "block"
+            }
+            Action::Forward(fwd) => {
+                forward_attributes(&span, fwd);
+                // The filter hands this to the model server when it started the trace itself.
+                fwd.traceparent = spans::traceparent(&span);
+                "forward"
+            }
         };
+        span.set_attribute("vane.decision", kind);
         self.metrics.route(kind, started.elapsed());
         RouteDecision { action: Some(action) }
+    }
+
+    /// One text through the prompt lane, in an `encode` span with the pass's queue wait and
+    /// run under it.
+    async fn embed(&self, text: String) -> Result<Embedded, EmbedError> {
+        let span = debug_span!("encode");
+        let queued = Instant::now();
+        let embedded = self.embedder.embed(text).instrument(span.clone()).await?;
+        spans::encoder_pass(&span, queued, &embedded.pass);
+        Ok(embedded)
     }
 
     /// Caches a complete answer under the ticket its Route handed out.
@@ -422,6 +517,7 @@ impl Pipeline {
         let result = self.try_store(req).await;
         let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::entries);
         let label = result.as_ref().map_or_else(NotStored::reason, |_| "stored");
+        Span::current().set_attribute("vane.store.result", label);
         self.metrics.cache.store(label, entries);
         match result {
             Ok(()) => StoreReply { stored: true, reason: String::new() },
@@ -436,6 +532,10 @@ impl Pipeline {
             return Err(NotStored::TooLarge);
         }
         let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) }?;
+        let span = Span::current();
+        if spans::recorded(&span) {
+            completion_attributes(&span, &body, self.record_text);
+        }
         Ok(cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now()).await?)
     }
 }
@@ -462,6 +562,43 @@ fn restore(cache: &MemoryCache, path: &std::path::Path, dim: usize) {
         Ok(entries) => info!(path = %path.display(), entries, took_ms = started.elapsed().as_millis() as u64, "cache snapshot loaded"),
         Err(SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => info!(path = %path.display(), "no cache snapshot yet"),
         Err(e) => warn!(path = %path.display(), error = %e, "cache snapshot ignored, starting empty"),
+    }
+}
+
+/// The Route span's view of a forward: where it goes and what was found on the way.
+fn forward_attributes(span: &Span, fwd: &Forward) {
+    span.set_attribute("vane.model", fwd.model.clone());
+    if !fwd.category.is_empty() {
+        span.set_attribute("vane.category", fwd.category.clone());
+        span.set_attribute("vane.confidence", f64::from(fwd.confidence));
+    }
+    span.set_attribute("vane.cache.ticket", !fwd.ticket.is_empty());
+    if let Some(on) = fwd.reasoning {
+        span.set_attribute("vane.reasoning", on);
+    }
+    if !fwd.pii.is_empty() {
+        span.set_attribute("vane.pii", fwd.pii.clone());
+    }
+    if let Some(score) = fwd.jailbreak {
+        span.set_attribute("vane.jailbreak.score", f64::from(score));
+    }
+}
+
+/// The Store span's GenAI attributes: the answering model and its token usage.
+fn completion_attributes(span: &Span, body: &[u8], record_text: bool) {
+    let c = completion::summary(body);
+    span.set_attribute("gen_ai.operation.name", "chat");
+    if let Some(model) = c.model {
+        span.set_attribute("gen_ai.response.model", model);
+    }
+    if let Some(n) = c.input_tokens {
+        span.set_attribute("gen_ai.usage.input_tokens", n);
+    }
+    if let Some(n) = c.output_tokens {
+        span.set_attribute("gen_ai.usage.output_tokens", n);
+    }
+    if record_text {
+        span.set_attribute("vane.completion", String::from_utf8_lossy(body).into_owned());
     }
 }
 

@@ -8,12 +8,14 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, debug_span, info};
+use tracing::{Instrument, info, info_span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use vane_model::batching::EmbedError;
 use vane_proto::v1::sidecar_server::{Sidecar, SidecarServer};
 use vane_proto::v1::{ReleaseReply, ReleaseRequest, RouteDecision, RouteRequest, StoreReply, StoreRequest};
 
 use crate::pipeline::Pipeline;
+use crate::telemetry::spans;
 
 pub struct GrpcService {
     pipeline: Arc<Pipeline>,
@@ -57,27 +59,47 @@ fn oversized(req: &RouteRequest, max: usize) -> Option<Status> {
     Some(Status::out_of_range(format!("prompt and context are {size} bytes; this sidecar routes at most {max} (server.max_route_bytes)")))
 }
 
+/// Marks a Route span that answered an error: the filter forwards that request unrouted
+/// (`vane.fallback`), and `vane.error` is the `vane_route_errors_total` reason.
+fn failed(span: &tracing::Span, reason: &'static str, status: &Status) {
+    span.set_attribute("vane.error", reason);
+    span.set_attribute("vane.fallback", true);
+    span.set_status(opentelemetry::trace::Status::error(status.message().to_string()));
+}
+
 #[tonic::async_trait]
 impl Sidecar for GrpcService {
     async fn route(&self, request: Request<RouteRequest>) -> Result<Response<RouteDecision>, Status> {
+        let span = info_span!("Route", otel.kind = "server", trace_id = tracing::field::Empty);
+        spans::join(&span, request.metadata());
         let req = request.into_inner();
-        if let Some(refused) = oversized(&req, self.max_route_bytes) {
+        span.set_attribute("vane.request_id", req.request_id.clone());
+        if let Some(refused) = span.in_scope(|| oversized(&req, self.max_route_bytes)) {
             self.pipeline.metrics().route_error("too_large");
+            failed(&span, "too_large", &refused);
             return Err(refused);
         }
-        let span = debug_span!("route", request_id = %req.request_id, model = %req.model);
-        self.pipeline.route(req).instrument(span).await.map(Response::new).map_err(|e| {
-            self.pipeline.metrics().route_error(reason_of(&e));
-            status_of(e)
+        self.pipeline.route(req).instrument(span.clone()).await.map(Response::new).map_err(|e| {
+            let reason = reason_of(&e);
+            self.pipeline.metrics().route_error(reason);
+            let status = status_of(e);
+            failed(&span, reason, &status);
+            status
         })
     }
 
     async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreReply>, Status> {
-        Ok(Response::new(self.pipeline.store(request.into_inner()).await))
+        let span = info_span!("Store", otel.kind = "server", trace_id = tracing::field::Empty);
+        spans::join(&span, request.metadata());
+        Ok(Response::new(self.pipeline.store(request.into_inner()).instrument(span).await))
     }
 
     async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseReply>, Status> {
-        Ok(Response::new(ReleaseReply { released: self.pipeline.release(&request.into_inner().ticket) }))
+        let span = info_span!("Release", otel.kind = "server", trace_id = tracing::field::Empty);
+        spans::join(&span, request.metadata());
+        let released = span.in_scope(|| self.pipeline.release(&request.into_inner().ticket));
+        span.set_attribute("vane.released", released);
+        Ok(Response::new(ReleaseReply { released }))
     }
 }
 
