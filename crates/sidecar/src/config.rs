@@ -46,6 +46,12 @@ pub struct Config {
     /// The heads the configuration names, read by [`Config::load`] (none after [`Config::parse`]).
     #[serde(skip)]
     pub heads: Heads,
+    /// The YAML as written, its `extends` chain applied: what [`restart_fields`] compares.
+    #[serde(skip)]
+    pub written: serde_yaml_ng::Value,
+    /// Digests of the encoder's files (`model.onnx`, `model.tokenizer`), read by [`Config::load`].
+    #[serde(skip)]
+    pub encoder_digests: Vec<[u8; 32]>,
     #[serde(default)]
     pub server: ServerConfig,
     pub model: ModelConfig,
@@ -113,6 +119,48 @@ pub fn cache_epoch(text: &str, files: &[[u8; 32]]) -> String {
         hasher.update(digest);
     }
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fields a running sidecar takes from a reloaded configuration ([`crate::reload`]), as
+/// path prefixes: the routing and safety policies (their heads re-read) and the cache's policy
+/// (thresholds, per-category rules). Everything else is read once, at start.
+pub const LIVE_FIELDS: [&str; 6] = ["routing", "safety", "cache.threshold", "cache.similarity_threshold", "cache.max_unknown_share", "cache.categories"];
+
+/// What differs between two loaded configurations outside [`LIVE_FIELDS`], by field path
+/// (`server.grpc`, `model.threads`, `cache.backend`, ...): the changes only a restart applies.
+/// Fields are compared as written, so one newly set to its default value counts as a change.
+/// `model` is named too when the encoder's files changed contents at the same paths.
+pub fn restart_fields(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    changed_fields("", &old.written, &new.written, &mut changed);
+    changed.retain(|field| !LIVE_FIELDS.iter().any(|live| field == live || field.starts_with(&format!("{live}."))));
+    if old.encoder_digests != new.encoder_digests {
+        changed.push("model (the encoder files' contents)".into());
+    }
+    changed
+}
+
+/// The paths where `old` and `new` differ: maps compared key by key, anything else whole.
+fn changed_fields(path: &str, old: &serde_yaml_ng::Value, new: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+    use serde_yaml_ng::{Mapping, Value};
+    // A section one side leaves out compares as an empty one, so its fields are named.
+    fn map<'a>(v: &'a Value, other: &Value, empty: &'a Mapping) -> Option<&'a Mapping> {
+        v.as_mapping().or_else(|| (v.is_null() && other.is_mapping()).then_some(empty))
+    }
+    let empty = Mapping::new();
+    let (Some(a), Some(b)) = (map(old, new, &empty), map(new, old, &empty)) else {
+        if old != new {
+            out.push(if path.is_empty() { "config".into() } else { path.into() });
+        }
+        return;
+    };
+    let mut keys: Vec<&Value> = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect();
+    keys.sort_by_cached_key(|k| k.as_str().map(str::to_owned));
+    for key in keys {
+        let name = key.as_str().map_or_else(|| format!("{key:?}"), str::to_owned);
+        let field = if path.is_empty() { name } else { format!("{path}.{name}") };
+        changed_fields(&field, a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), out);
+    }
 }
 
 fn digest(path: &Path) -> std::io::Result<[u8; 32]> {
@@ -195,6 +243,7 @@ impl Config {
         let (mut config, mut errors) = Config::read(text, base)?;
         let files = config.read_files(&mut errors);
         config.cache_epoch = cache_epoch(text, &files);
+        config.encoder_digests = files.iter().take(2).copied().collect();
         if errors.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(errors)) }
     }
 
@@ -227,6 +276,7 @@ impl Config {
         config.check_backend_knobs(&mut errors);
         config.check_models(&mut errors);
         config.cache_epoch = cache_epoch(text, &[]);
+        config.written = serde_yaml_ng::from_str(text).unwrap_or_default();
         config.model.resolve(base);
         config.routing.resolve(base);
         config.safety.resolve(base);
@@ -594,6 +644,22 @@ safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
         let (j, b) = (demo.safety.jailbreak.as_ref().unwrap(), bare.safety.jailbreak.as_ref().unwrap());
         assert_eq!((j.action, j.max_windows, j.deadline_ms, j.oversize), (b.action, b.max_windows, b.deadline_ms, b.oversize));
         assert_eq!((demo.server.grpc, demo.server.admin), (bare.server.grpc, bare.server.admin));
+    }
+
+    #[test]
+    fn only_changes_outside_the_live_fields_need_a_restart() {
+        let parse = |text: &str| Config::parse(text, Path::new("/")).unwrap();
+        let base = parse(&format!("{GOOD}cache: {{ threshold: 0.9, ttl_seconds: 60 }}\n"));
+        let restart = |text: String| restart_fields(&base, &parse(&text));
+        assert!(restart(format!("{GOOD}cache: {{ threshold: 0.9, ttl_seconds: 60 }}\n")).is_empty(), "the same");
+        let live = GOOD.replace("model: math-model", "model: other-model").replace("default_model: general", "default_model: g2")
+            + "cache: { similarity_threshold: 0.8, ttl_seconds: 60, categories: { math: { enabled: false } }, max_unknown_share: 0.2 }\nsafety: { jailbreak: { head: h.json, threshold: 0.5 } }\n";
+        assert_eq!(restart(live), Vec::<String>::new(), "routing, safety and the cache's policy apply live");
+        let text = GOOD.replace("tokenizer: t.json", "tokenizer: t2.json, threads: 3") + "server: { grpc: 127.0.0.1:1 }\ncache: { threshold: 0.9, backend: milvus }\n";
+        assert_eq!(restart(text), ["cache.backend", "cache.ttl_seconds", "model.threads", "model.tokenizer", "server.grpc"]);
+        let mut other_encoder = base.clone();
+        other_encoder.encoder_digests = vec![[1; 32]];
+        assert_eq!(restart_fields(&base, &other_encoder), ["model (the encoder files' contents)"]);
     }
 
     #[test]

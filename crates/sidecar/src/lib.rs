@@ -6,8 +6,8 @@
 //!   the cache's admin API);
 //! - [`tickets`] (what Route computed, kept until Store or Release) and [`completion`] (what
 //!   answer is complete enough to cache);
-//! - [`config`] (the sections composed and checked at once) and [`metrics`] (every area's
-//!   families in one registry).
+//! - [`config`] (the sections composed and checked at once), [`reload`] (what changes while it
+//!   runs: SIGHUP and the file watched) and [`metrics`] (every area's families in one registry).
 //!
 //! The areas are crates of their own: `vane-model` (the encoder; ONNX Runtime lives only there),
 //! `vane-cache` (both backends, the guard), `vane-routing` (the decision, PII, jailbreak). The
@@ -19,5 +19,6 @@ pub mod completion;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod server;
 pub mod tickets;

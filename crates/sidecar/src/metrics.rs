@@ -1,6 +1,6 @@
 //! Prometheus metrics: every area's families in one registry, served on the admin port. The
 //! cache's and the encoder's are defined in their crates ([`CacheMetrics`], [`EncoderMetrics`]);
-//! the pipeline's (routes, safety, tickets) here.
+//! the pipeline's (routes, safety, tickets, config reloads) here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,7 @@ pub struct Metrics {
     tickets_dropped: Family<Label, Counter>,
     safety_decisions: Family<[(&'static str, &'static str); 2], Counter>,
     pii_findings: Family<Label, Counter>,
+    config_reloads: Family<Label, Counter>,
 }
 
 impl Default for Metrics {
@@ -53,7 +54,9 @@ impl Default for Metrics {
         registry.register("safety_decisions", "Requests a safety signal acted on, by signal (pii, jailbreak) and action", safety_decisions.clone());
         let pii_findings = Family::<Label, Counter>::default();
         registry.register("pii_findings", "PII found in requests, by type (counts only; text is never logged)", pii_findings.clone());
-        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings }
+        let config_reloads = Family::<Label, Counter>::default();
+        registry.register("config_reloads", "Configuration reloads (SIGHUP or a changed file), by result (applied, unchanged, invalid, needs_restart: nothing applied)", config_reloads.clone());
+        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings, config_reloads }
     }
 }
 
@@ -85,6 +88,10 @@ impl Metrics {
         self.tickets_dropped.get_or_create(&[("reason", reason)]).inc();
     }
 
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads.get_or_create(&[("result", result)]).inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -109,6 +116,7 @@ mod tests {
         m.cache.set_bytes(4096);
         m.tickets(2, 3000);
         m.ticket_dropped("released");
+        m.config_reload("invalid");
         let text = m.render();
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
@@ -124,6 +132,7 @@ mod tests {
             "# UNIT vane_tickets_bytes bytes",
             "vane_tickets_bytes 3000",
             "vane_tickets_dropped_total{reason=\"released\"} 1",
+            "vane_config_reloads_total{result=\"invalid\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -4,6 +4,7 @@
 //! answer under the ticket Route issued; Release frees a ticket whose answer will not come.
 
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -56,15 +57,37 @@ impl NotStored {
     }
 }
 
-pub struct Pipeline {
-    decider: Decider,
+/// What a configuration reload replaces: routing, safety, the cache's policy, and the cache
+/// epoch they determine. A call takes the current one once and keeps it to its end, so a request
+/// in flight during a reload finishes on the policy it started with.
+pub struct Policy {
+    pub decider: Decider,
     pii: Option<PiiPolicy>,
     jailbreak: Option<Jailbreak>,
+    pub cache_policy: CachePolicy,
+    /// Part of every cache key: see [`crate::config::cache_epoch`].
+    pub cache_epoch: String,
+}
+
+impl Policy {
+    /// `config` as [`Config::load`] checked it (with its heads read).
+    async fn build(config: &Config, embedder: &EmbedQueue) -> Result<Policy, RoutingError> {
+        let decider = Decider::build(&config.routing, &config.heads, embedder).await?;
+        let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(RoutingError::Pii)?;
+        let jailbreak = match (&config.safety.jailbreak, &config.heads.jailbreak) {
+            (Some(c), Some(head)) => Some(Jailbreak::new(c, head.clone(), embedder.dim())?),
+            (Some(_), None) => return Err(RoutingError::NotRead { field: "safety.jailbreak.head" }),
+            (None, _) => None,
+        };
+        Ok(Policy { decider, pii, jailbreak, cache_policy: CachePolicy::new(&config.cache), cache_epoch: config.cache_epoch.clone() })
+    }
+}
+
+pub struct Pipeline {
+    /// Replaced whole by [`Pipeline::reload`]; read once per call.
+    policy: RwLock<Arc<Policy>>,
     embedder: EmbedQueue,
     cache: Option<CacheBackend>,
-    cache_policy: CachePolicy,
-    /// Part of every cache key: see [`crate::config::cache_epoch`].
-    cache_epoch: String,
     /// Where the embedded cache is saved and restored (`cache.snapshot`).
     snapshot: Option<PathBuf>,
     tickets: Tickets,
@@ -76,12 +99,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// `config` as [`Config::load`] checked it (with its heads read).
     pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> Result<Pipeline, RoutingError> {
-        let decider = Decider::build(&config.routing, &config.heads, &embedder).await?;
-        let cache_policy = CachePolicy::new(&config.cache);
+        let policy = Policy::build(config, &embedder).await?;
         // The backend returns candidates down to the loosest category's threshold; each
         // request's own threshold is applied to the hit.
         let c = &config.cache;
-        let cache = c.enabled.then(|| CacheBackend::build(c, cache_policy.floor(), embedder.dim(), &metrics.cache));
+        let cache = c.enabled.then(|| CacheBackend::build(c, policy.cache_policy.floor(), embedder.dim(), &metrics.cache));
         if let Some(CacheBackend::Milvus(milvus)) = &cache {
             milvus.warm_up().await;
         }
@@ -91,24 +113,34 @@ impl Pipeline {
         if let (Some(CacheBackend::Memory(cache)), Some(path)) = (&cache, &snapshot) {
             restore(cache, path, embedder.dim());
         }
-        let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(RoutingError::Pii)?;
-        let jailbreak = match (&config.safety.jailbreak, &config.heads.jailbreak) {
-            (Some(c), Some(head)) => Some(Jailbreak::new(c, head.clone(), embedder.dim())?),
-            (Some(_), None) => return Err(RoutingError::NotRead { field: "safety.jailbreak.head" }),
-            (None, _) => None,
-        };
-        let cache_epoch = config.cache_epoch.clone();
         let t = &c.tickets;
         let limits = tickets::Limits { ttl: Duration::from_secs(t.ttl_seconds), max_count: t.max_count, max_bytes: t.max_bytes, max_one: c.max_entry_bytes };
         let tickets = Tickets::new(limits, metrics.clone());
-        Ok(Pipeline { decider, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets, limits: config.server.clone(), metrics })
+        Ok(Pipeline { policy: RwLock::new(Arc::new(policy)), embedder, cache, snapshot, tickets, limits: config.server.clone(), metrics })
+    }
+
+    /// The policy calls use now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Builds the policy of `config` (the parts of it that apply live: see [`crate::reload`])
+    /// and swaps it in; on an error the current one stays. Conversations are kept.
+    pub async fn reload(&self, config: &Config) -> Result<(), RoutingError> {
+        let mut policy = Policy::build(config, &self.embedder).await?;
+        policy.decider.keep_conversations(&self.policy().decider);
+        if let Some(cache) = &self.cache {
+            cache.set_threshold(policy.cache_policy.floor());
+        }
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        Ok(())
     }
 
     /// The cache's contents and settings (`None` when disabled), for the admin API; the contents
     /// only where the backend knows them cheaply (the embedded one).
     pub async fn cache_stats(&self) -> Option<Result<serde_json::Value, CacheError>> {
         let cache = self.cache.as_ref()?;
-        let mut about = serde_json::json!({"backend": cache.name(), "epoch": self.cache_epoch});
+        let mut about = serde_json::json!({"backend": cache.name(), "epoch": self.policy().cache_epoch});
         Some(cache.stats().await.map(|stats| {
             if let (Some(about), serde_json::Value::Object(stats)) = (about.as_object_mut(), stats) {
                 about.extend(stats);
@@ -151,51 +183,45 @@ impl Pipeline {
         self.tickets.release(ticket, Instant::now())
     }
 
-    pub fn decider(&self) -> &Decider {
-        &self.decider
-    }
-
     pub fn embedder(&self) -> &EmbedQueue {
         &self.embedder
     }
 
-    pub fn cache_policy(&self) -> &CachePolicy {
-        &self.cache_policy
-    }
-
     pub async fn route(&self, req: RouteRequest) -> Result<RouteDecision, EmbedError> {
         let started = Instant::now();
-        let routed = self.decider.is_alias(&req.model);
+        let policy = self.policy();
+        let p = &*policy;
+        let routed = p.decider.is_alias(&req.model);
         let control = CacheControl::try_from(req.cache_control).unwrap_or_default();
         let use_cache = self.cache.is_some() && !req.prompt.is_empty() && control != CacheControl::NoStore;
         // Read before the request is taken apart; only when a PII policy is configured.
-        let messages = self.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
+        let messages = p.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
         let request_id = req.request_id.clone();
-        let forward = |fwd: Forward| self.decided(self.apply_pii(fwd, messages.as_ref(), routed, &request_id), started);
+        let forward = |fwd: Forward| self.decided(self.apply_pii(p, fwd, messages.as_ref(), routed, &request_id), started);
         // Every client text is judged, within a budget; over it, `oversize: block` refuses here.
-        let plan = self.jailbreak.as_ref().map(|j| j.plan(&req.prompt, &req.context));
-        if let (Some(j), Some(plan)) = (&self.jailbreak, &plan)
+        let plan = p.jailbreak.as_ref().map(|j| j.plan(&req.prompt, &req.context));
+        if let (Some(j), Some(plan)) = (&p.jailbreak, &plan)
             && let Some(block) = j.refusal(plan)
         {
             self.metrics.safety("jailbreak", "oversize_block");
             info!(request_id, signal = "jailbreak", action = "block", reason = "over_budget", windows = plan.needed(), "jailbreak policy");
             return Ok(self.decided(Action::Block(block), started));
         }
-        if req.prompt.is_empty() || (!routed && !use_cache && self.jailbreak.is_none()) {
+        if req.prompt.is_empty() || (!routed && !use_cache && p.jailbreak.is_none()) {
             // No prompt text, but the context may hold some (earlier turns, `input_text` parts).
             let jailbreak = match &plan {
-                Some(plan) => match self.check_jailbreak(plan, None, None, &request_id).await? {
+                Some(plan) => match self.check_jailbreak(p, plan, None, None, &request_id).await? {
                     Ok(flagged) => flagged,
                     Err(block) => return Ok(self.decided(Action::Block(block), started)),
                 },
                 None => None,
             };
-            let model = if routed { self.decider.default_model().to_string() } else { req.model.clone() };
+            let model = if routed { p.decider.default_model().to_string() } else { req.model.clone() };
             return Ok(forward(Forward { model, jailbreak, ..Forward::default() }));
         }
         let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
-        let fingerprint = Fingerprint::within(&self.cache_epoch, &req.context);
+        let fingerprint = Fingerprint::within(&p.cache_epoch, &req.context);
         let prompt = PromptKey::of(&req.prompt);
         let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
         // Exact tier first: an identical request is answered without running the encoder. This
@@ -208,7 +234,7 @@ impl Pipeline {
                 return Ok(self.cached(hit, started));
             }
         }
-        let embedded = match (&self.jailbreak, &plan) {
+        let embedded = match (&p.jailbreak, &plan) {
             (Some(j), Some(plan)) if j.late(plan).is_some() => match tokio::time::timeout_at(j.due(plan), self.embedder.embed(req.prompt.clone())).await {
                 Ok(embedded) => embedded?,
                 Err(_) => {
@@ -222,30 +248,30 @@ impl Pipeline {
         let embedding = embedded.vector;
         // An embedding that does not stand for the whole prompt never matches, nor is matched:
         // prompts differing only where the encoder could not read them embed alike.
-        let unread = self.cache_policy.unread(&embedded.reading);
-        let unreadable = !self.decider.can_read(&embedded.reading);
+        let unread = p.cache_policy.unread(&embedded.reading);
+        let unreadable = !p.decider.can_read(&embedded.reading);
 
         // Per-category policies (jailbreak overrides, cache rules) need the request's category:
         // the routing decision's for a routed request (made now, once, and reused below), else
         // the prompt's own.
-        let needs_category = self.jailbreak.as_ref().is_some_and(Jailbreak::has_overrides) || (self.cache.is_some() && self.cache_policy.needs_category());
+        let needs_category = p.jailbreak.as_ref().is_some_and(Jailbreak::has_overrides) || (self.cache.is_some() && p.cache_policy.needs_category());
         let mut routed_decision = None;
         let category = match (needs_category, routed) {
             (false, _) => None,
             (true, true) => {
-                let r = self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?;
+                let r = self.classify(p, &partition, &turns, &req.prompt, &embedding, unreadable).await?;
                 let category = r.decision.category.clone();
                 routed_decision = Some(r);
                 Some(category)
             }
             (true, false) if unreadable => Some(DEFAULT_CATEGORY.to_string()),
-            (true, false) => Some(self.decider.decide(&embedding, None).category),
+            (true, false) => Some(p.decider.decide(&embedding, None).category),
         };
         let category = category.as_deref();
 
         // Jailbreak verdict before anything is served.
         let flagged = match &plan {
-            Some(plan) => match self.check_jailbreak(plan, Some(embedding.as_slice()), category, &request_id).await? {
+            Some(plan) => match self.check_jailbreak(p, plan, Some(embedding.as_slice()), category, &request_id).await? {
                 Ok(flagged) => flagged,
                 Err(block) => return Ok(self.decided(Action::Block(block), started)),
             },
@@ -253,7 +279,7 @@ impl Pipeline {
         };
         // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
         // nor is a request of a category that is never cached.
-        let threshold = self.cache_policy.threshold(category);
+        let threshold = p.cache_policy.threshold(category);
         let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
         let threshold = threshold.unwrap_or(1.0);
 
@@ -286,9 +312,9 @@ impl Pipeline {
         }
         let routed = match routed_decision {
             Some(r) => r,
-            None => self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?,
+            None => self.classify(p, &partition, &turns, &req.prompt, &embedding, unreadable).await?,
         };
-        self.decider.conversations.put(routed.conversation, routed.state, Instant::now());
+        p.decider.conversations.put(routed.conversation, routed.state, Instant::now());
         let decision = routed.decision;
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
@@ -299,30 +325,30 @@ impl Pipeline {
     /// Routes a prompt with its conversation (multi-turn: earlier user turns blended in, and the
     /// model the conversation is on); the conversation's new state is remembered on forward. An
     /// `unreadable` prompt goes to the default model ([`Decider::decide_unreadable`]).
-    async fn classify(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
+    async fn classify(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
         let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
         let now = Instant::now();
-        let previous = if turns.is_empty() { None } else { self.decider.conversations.get(&key(None), now) };
+        let previous = if turns.is_empty() { None } else { p.decider.conversations.get(&key(None), now) };
         let topic = match &previous {
             Some(state) => Some(state.topic.clone()),
-            None if !turns.is_empty() && self.decider.multi_turn.history_weight > 0.0 => {
+            None if !turns.is_empty() && p.decider.multi_turn.history_weight > 0.0 => {
                 // Not seen before (or forgotten): embed the recent earlier turns, newest first.
                 let recent: Vec<&str> = turns.iter().rev().take(3).map(String::as_str).collect();
                 Some(self.embedder.embed(recent.join("\n")).await?.vector)
             }
             None => None,
         };
-        let weight = self.decider.multi_turn.history_weight;
+        let weight = p.decider.multi_turn.history_weight;
         let classified = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, weight));
-        let decision = if unreadable { self.decider.decide_unreadable(previous.as_ref()) } else { self.decider.decide(&classified, previous.as_ref()) };
+        let decision = if unreadable { p.decider.decide_unreadable(previous.as_ref()) } else { p.decider.decide(&classified, previous.as_ref()) };
         let topic = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
         let state = State { model: decision.model.clone(), topic };
         Ok(Routed { decision, conversation: key(Some(prompt)), state })
     }
 
     /// The jailbreak policy's view of a text (for /v1/classify): its score and the action.
-    pub async fn jailbreak_opinion(&self, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
-        let Some(jailbreak) = &self.jailbreak else { return Ok(None) };
+    pub async fn jailbreak_opinion(&self, p: &Policy, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
+        let Some(jailbreak) = &p.jailbreak else { return Ok(None) };
         let plan = jailbreak.plan(text, "");
         let judged = jailbreak.judge(&self.embedder, &plan, Some(embedding), jailbreak.due(&plan)).await?;
         Ok(Some((judged.score, jailbreak.decide(&judged, category).0.action())))
@@ -330,8 +356,8 @@ impl Pipeline {
 
     /// Judges a request's client text ([`Jailbreak::judge`], windows due `deadline_ms` after
     /// the plan was made, at the start of the Route): `Ok(flag score)` to go on, `Err(block)`.
-    async fn check_jailbreak(&self, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
-        let Some(jailbreak) = &self.jailbreak else { return Ok(Ok(None)) };
+    async fn check_jailbreak(&self, p: &Policy, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
+        let Some(jailbreak) = &p.jailbreak else { return Ok(Ok(None)) };
         let judged = jailbreak.judge(&self.embedder, plan, shared, jailbreak.due(plan)).await?;
         let (outcome, label) = jailbreak.decide(&judged, category);
         if label != "allow" {
@@ -348,9 +374,9 @@ impl Pipeline {
 
     /// Holds a forward to the PII policy: the model may not receive some PII → block, another
     /// model, or the body with the PII replaced. Logs and metrics carry types and counts only.
-    fn apply_pii(&self, mut fwd: Forward, messages: Option<&Messages>, routed: bool, request_id: &str) -> Action {
-        let (Some(policy), Some(messages)) = (&self.pii, messages) else { return Action::Forward(fwd) };
-        let (outcome, counts) = policy.check(&fwd.model, messages, routed, |m| self.decider.cost(m));
+    fn apply_pii(&self, p: &Policy, mut fwd: Forward, messages: Option<&Messages>, routed: bool, request_id: &str) -> Action {
+        let (Some(policy), Some(messages)) = (&p.pii, messages) else { return Action::Forward(fwd) };
+        let (outcome, counts) = policy.check(&fwd.model, messages, routed, |m| p.decider.cost(m));
         for (kind, n) in &counts {
             self.metrics.pii_found(kind.name(), *n);
         }
@@ -382,7 +408,7 @@ impl Pipeline {
                 })
             }
             pii_policy::Outcome::Route { model, .. } => {
-                let (reasoning, patch) = self.decider.reasoning_for(&model, fwd.reasoning.unwrap_or(false));
+                let (reasoning, patch) = p.decider.reasoning_for(&model, fwd.reasoning.unwrap_or(false));
                 fwd.model = model;
                 fwd.reasoning = reasoning;
                 fwd.body_patch = patch.map(|p| p.to_string()).unwrap_or_default();
