@@ -16,16 +16,17 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
 use crate::admit::{self, Admission, Facts, RequestHeaders};
-use crate::capture::{CacheCall, Capture};
+use crate::capture::Capture;
 use crate::config::Config;
 use crate::decision::{self, Fallback, LocalReply, Outcome};
 use crate::headers::OWN_REQUEST_HEADERS;
 use crate::request::ChatRequest;
+use vane_proto::v1::StoreRequest;
 
-/// Encoded `Store` and `Release` calls (method, message) waiting for the root context's next
-/// tick. They are sent from the root context because a call made by a stream's context is
-/// cancelled when the stream ends, which is exactly when the answer is complete.
-type StoreQueue = Rc<RefCell<VecDeque<(&'static str, Vec<u8>)>>>;
+/// Encoded `Store` calls waiting for the root context's next tick. They are sent from the root
+/// context because a call made by a stream's context is cancelled when the stream ends, which
+/// is exactly when the answer is complete.
+type StoreQueue = Rc<RefCell<VecDeque<Vec<u8>>>>;
 
 #[derive(Default)]
 pub struct Root {
@@ -61,10 +62,10 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1000));
-        while let Some((method, msg)) = self.stores.borrow_mut().pop_front() {
-            let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, method, Vec::new(), Some(&msg), timeout);
+        while let Some(msg) = self.stores.borrow_mut().pop_front() {
+            let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, "Store", Vec::new(), Some(&msg), timeout);
             if let Err(e) = sent {
-                warn!("vane: cannot send a cache {method}: {e:?}");
+                warn!("vane: cannot send a cache Store: {e:?}");
             }
         }
     }
@@ -135,14 +136,14 @@ impl RequestHeaders for EnvoyRequestHeaders {
     }
 }
 
-/// Queues a cache call for the root context's next tick; beyond `limit` waiting it is dropped.
-fn send_later(stores: &StoreQueue, limit: usize, call: Option<CacheCall>) {
+/// Queues a Store for the root context's next tick; beyond `limit` waiting it is dropped.
+fn send_later(stores: &StoreQueue, limit: usize, call: Option<StoreRequest>) {
     let Some(call) = call else { return };
     let mut stores = stores.borrow_mut();
     if stores.len() < limit {
-        stores.push_back((call.method(), call.encode()));
+        stores.push_back(call.encode_to_vec());
     } else {
-        warn!("vane: too many pending cache calls; dropping a {}", call.method());
+        warn!("vane: too many pending cache writes; dropping a Store");
     }
 }
 
@@ -285,15 +286,13 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let (stores, limit) = (&self.stores, self.config.max_pending_stores);
         if let State::Forwarded { response_headers, capture } = &mut self.state {
             let resp = MapType::HttpResponseHeaders;
             for (name, value) in response_headers.iter() {
                 set_header(resp, name, value);
             }
             if capture.is_copying() {
-                let call = capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref());
-                send_later(stores, limit, call);
+                capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref());
             }
         }
         Action::Continue
@@ -314,12 +313,5 @@ impl HttpContext for Stream {
         };
         send_later(stores, limit, capture.on_response_body(&chunk, end_of_stream, self.config.max_response_bytes));
         Action::Continue
-    }
-
-    /// The stream is over: an answer that never reached its end releases its ticket.
-    fn on_log(&mut self) {
-        if let State::Forwarded { capture, .. } = &mut self.state {
-            send_later(&self.stores, self.config.max_pending_stores, capture.on_end());
-        }
     }
 }

@@ -24,6 +24,8 @@ use vane_model::config::ModelConfig;
 use vane_routing::Heads;
 use vane_routing::config::{RoutingConfig, SafetyConfig};
 
+use crate::tickets::TicketKey;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// `source` is printed after it by `{:#}` (anyhow's chain).
@@ -52,6 +54,9 @@ pub struct Config {
     /// Digests of the encoder's files (`model.onnx`, `model.tokenizer`), read by [`Config::load`].
     #[serde(skip)]
     pub encoder_digests: Vec<[u8; 32]>,
+    /// The key of `cache.tickets.key_file`, read by [`Config::load`].
+    #[serde(skip)]
+    pub ticket_key: Option<TicketKey>,
     #[serde(default)]
     pub server: ServerConfig,
     pub model: ModelConfig,
@@ -87,10 +92,11 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The gRPC decoding limit: the larger RPC cap plus room for the other fields, so that an
+    /// The gRPC decoding limit: the larger of a Route and a Store (its answer and its ticket,
+    /// whose prompt is at most `max_ticket_bytes`) plus room for the other fields, so that an
     /// oversized prompt or answer is refused by our own check, with a clear message and reason.
-    pub fn max_message_bytes(&self) -> usize {
-        self.max_route_bytes.max(self.max_store_bytes).saturating_add(64 << 10)
+    pub fn max_message_bytes(&self, max_ticket_bytes: usize) -> usize {
+        self.max_route_bytes.max(self.max_store_bytes.saturating_add(max_ticket_bytes)).saturating_add(64 << 10)
     }
 }
 
@@ -299,6 +305,15 @@ impl Config {
         {
             errors.push(format!("model.onnxruntime: {} is not a file", p.display()));
         }
+        if let Some(path) = &self.cache.tickets.key_file {
+            match std::fs::read(path) {
+                Ok(bytes) => match TicketKey::new(bytes.trim_ascii_end().to_vec()) {
+                    Some(key) => self.ticket_key = Some(key),
+                    None => errors.push(format!("cache.tickets.key_file: {} holds {} bytes; a key needs at least {}", path.display(), bytes.trim_ascii_end().len(), TicketKey::MIN_BYTES)),
+                },
+                Err(e) => errors.push(format!("cache.tickets.key_file: cannot read {}: {e}", path.display())),
+            }
+        }
         self.heads = Heads::load(&self.routing, &self.safety, errors);
         let heads = [self.routing.head.as_ref(), self.routing.cost_aware.as_ref().map(|c| &c.head), self.safety.jailbreak.as_ref().map(|j| &j.head)];
         files.extend(heads.into_iter().flatten().filter_map(|p| digest(p).ok()));
@@ -490,18 +505,18 @@ routing:
     #[test]
     fn byte_bounds_take_units_and_are_checked() {
         let c = Config::parse(GOOD, Path::new("/")).unwrap();
-        assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes, c.cache.tickets.max_bytes), (256 << 20, 1 << 20, 256 << 20));
+        assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes, c.cache.tickets.ttl_seconds), (256 << 20, 1 << 20, 600));
         assert_eq!((c.server.max_route_bytes, c.server.max_store_bytes), (2 << 20, 4 << 20));
-        let text = format!("{GOOD}server: {{ max_route_bytes: 64KiB, max_store_bytes: 70000 }}\ncache: {{ max_bytes: '1 GiB', max_entry_bytes: 2MiB, tickets: {{ max_bytes: 8MiB, max_count: 5 }} }}\n");
+        let text = format!("{GOOD}server: {{ max_route_bytes: 64KiB, max_store_bytes: 70000 }}\ncache: {{ max_bytes: '1 GiB', max_entry_bytes: 2MiB, tickets: {{ ttl_seconds: 60, key_file: k.bin }} }}\n");
         let c = Config::parse(&text, Path::new("/")).unwrap();
         assert_eq!((c.server.max_route_bytes, c.server.max_store_bytes), (64 << 10, 70_000));
         assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes), (1 << 30, 2 << 20));
-        assert_eq!((c.cache.tickets.max_bytes, c.cache.tickets.max_count, c.cache.tickets.ttl_seconds), (8 << 20, 5, 600));
-        assert_eq!(c.server.max_message_bytes(), 70_000 + (64 << 10));
+        assert_eq!((c.cache.tickets.ttl_seconds, c.cache.tickets.key_file.as_deref()), (60, Some(Path::new("/k.bin"))));
+        assert_eq!(c.server.max_message_bytes(1 << 20), 70_000 + (1 << 20) + (64 << 10), "a Store: the answer and the ticket");
         let e = err(&format!("{GOOD}cache: {{ max_bytes: 12 MB }}\n"));
         assert!(e.starts_with("cache.max_bytes") && e.contains("KiB, MiB or GiB"), "{e}");
-        let e = err(&format!("{GOOD}server: {{ max_route_bytes: 100 }}\ncache: {{ max_bytes: 5KiB, max_entry_bytes: 8KiB, tickets: {{ max_bytes: 0, max_count: 0, ttl_seconds: 0 }} }}\n"));
-        for needle in ["server.max_route_bytes", "cache.max_bytes: must be at least cache.max_entry_bytes", "cache.tickets.max_bytes", "cache.tickets.max_count", "cache.tickets.ttl_seconds"] {
+        let e = err(&format!("{GOOD}server: {{ max_route_bytes: 100 }}\ncache: {{ max_bytes: 5KiB, max_entry_bytes: 8KiB, tickets: {{ ttl_seconds: 0 }} }}\n"));
+        for needle in ["server.max_route_bytes", "cache.max_bytes: must be at least cache.max_entry_bytes", "cache.tickets.ttl_seconds"] {
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
         assert!(err(&format!("{GOOD}cache: {{ tickets: {{ max: 5 }} }}\n")).contains("max"));
@@ -552,6 +567,12 @@ safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
         ] {
             assert!(e.contains(needle), "{e}\nshould say: {needle}");
         }
+        std::fs::write(dir.join("short.key"), b"too short\n").unwrap();
+        std::fs::write(dir.join("good.key"), [7u8; 32]).unwrap();
+        let keyed = |file: &str| Config::from_yaml(&format!("{WITH_HEADS}cache: {{ tickets: {{ key_file: {file} }} }}\n"), &dir);
+        assert!(keyed("good.key").unwrap().ticket_key.is_some());
+        assert!(keyed("short.key").unwrap_err().to_string().contains("cache.tickets.key_file: ") && keyed("short.key").unwrap_err().to_string().contains("holds 9 bytes; a key needs at least 32"));
+        assert!(keyed("missing.key").unwrap_err().to_string().contains("cache.tickets.key_file: cannot read"));
         let e = Config::from_yaml(&WITH_HEADS.replace("jb.json", "wide.json"), &dir).unwrap_err().to_string();
         assert!(e.contains("safety.jailbreak.head: the head takes 8 dimensions, routing.head 4"), "{e}");
     }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use vane_cache::metrics::CacheMetrics;
@@ -25,8 +24,6 @@ pub struct Metrics {
     route_decisions: Family<Label, Counter>,
     route_duration: Histogram,
     route_errors: Family<Label, Counter>,
-    tickets: Gauge,
-    tickets_bytes: Gauge,
     tickets_dropped: Family<Label, Counter>,
     safety_decisions: Family<[(&'static str, &'static str); 2], Counter>,
     pii_findings: Family<Label, Counter>,
@@ -43,12 +40,8 @@ impl Default for Metrics {
         let route_errors = Family::<Label, Counter>::default();
         registry.register("route_errors", "Route calls answered with an error, by reason (overloaded, stopped, model, too_large); the filter fails open on each", route_errors.clone());
         let cache = CacheMetrics::register(&mut registry);
-        let tickets = Gauge::default();
-        registry.register("tickets", "Pending tickets: Route results kept until their answer is stored or released", tickets.clone());
-        let tickets_bytes = Gauge::default();
-        registry.register_with_unit("tickets", "Estimated memory of the pending tickets (prompt, vector, bookkeeping); bounded by cache.tickets.max_bytes", Unit::Bytes, tickets_bytes.clone());
         let tickets_dropped = Family::<Label, Counter>::default();
-        registry.register("tickets_dropped", "Tickets dropped unredeemed, by reason (released, expired, evicted to stay in bounds, too_large: never issued)", tickets_dropped.clone());
+        registry.register("tickets_dropped", "Tickets not issued, by reason (too_large: over cache.max_entry_bytes, the answer could never be stored)", tickets_dropped.clone());
         let encoder = EncoderMetrics::register(&mut registry);
         let safety_decisions = Family::default();
         registry.register("safety_decisions", "Requests a safety signal acted on, by signal (pii, jailbreak) and action", safety_decisions.clone());
@@ -56,7 +49,7 @@ impl Default for Metrics {
         registry.register("pii_findings", "PII found in requests, by type (counts only; text is never logged)", pii_findings.clone());
         let config_reloads = Family::<Label, Counter>::default();
         registry.register("config_reloads", "Configuration reloads (SIGHUP or a changed file), by result (applied, unchanged, invalid, needs_restart: nothing applied)", config_reloads.clone());
-        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings, config_reloads }
+        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets_dropped, safety_decisions, pii_findings, config_reloads }
     }
 }
 
@@ -77,11 +70,6 @@ impl Metrics {
 
     pub fn pii_found(&self, kind: &'static str, count: usize) {
         self.pii_findings.get_or_create(&[("type", kind)]).inc_by(count as u64);
-    }
-
-    pub fn tickets(&self, count: usize, bytes: usize) {
-        self.tickets.set(count as i64);
-        self.tickets_bytes.set(bytes as i64);
     }
 
     pub fn ticket_dropped(&self, reason: &'static str) {
@@ -114,8 +102,7 @@ mod tests {
         m.cache.store("stored", Some(3));
         m.encoder.observe_batch(4, Duration::from_millis(1));
         m.cache.set_bytes(4096);
-        m.tickets(2, 3000);
-        m.ticket_dropped("released");
+        m.ticket_dropped("too_large");
         m.config_reload("invalid");
         let text = m.render();
         for needle in [
@@ -128,10 +115,7 @@ mod tests {
             "vane_encoder_batch_size_count 1",
             "# UNIT vane_cache_bytes bytes",
             "vane_cache_bytes 4096",
-            "vane_tickets 2",
-            "# UNIT vane_tickets_bytes bytes",
-            "vane_tickets_bytes 3000",
-            "vane_tickets_dropped_total{reason=\"released\"} 1",
+            "vane_tickets_dropped_total{reason=\"too_large\"} 1",
             "vane_config_reloads_total{result=\"invalid\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");

@@ -1,11 +1,11 @@
 //! The per-request pipeline behind the gRPC service. Route: the jailbreak budget, the exact
 //! cache tier, then one encoder pass that feeds the semantic tier, the jailbreak verdict and the
 //! routing decision ([`vane_routing::Decider`]), then the PII policy. Store caches a complete
-//! answer under the ticket Route issued; Release frees a ticket whose answer will not come.
+//! answer under the ticket Route sealed ([`crate::tickets`]), on whichever replica it reaches.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 use vane_proto::v1::{Block, CacheControl, Cached, Forward, RouteDecision, RouteRequest, StoreReply, StoreRequest, route_decision::Action};
@@ -25,7 +25,7 @@ use vane_routing::{DEFAULT_CATEGORY, Decider, Decision, RoutingError, earlier_us
 use crate::completion;
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
-use crate::tickets::{self, Pending, Tickets};
+use crate::tickets::{Pending, Refused, Sealer, TicketKey};
 
 /// Why a Store did not cache the answer: the reply's `reason` and the
 /// `vane_cache_stores_total{result}` label.
@@ -33,9 +33,9 @@ use crate::tickets::{self, Pending, Tickets};
 pub enum NotStored {
     #[error("the cache is disabled")]
     CacheDisabled,
-    /// Never issued, already redeemed or released, or expired.
-    #[error("no such ticket")]
-    UnknownTicket,
+    /// Not sealed by a sidecar with this key, or expired.
+    #[error(transparent)]
+    Ticket(#[from] Refused),
     #[error("the answer is over server.max_store_bytes")]
     TooLarge,
     /// Not a complete successful answer.
@@ -49,7 +49,7 @@ impl NotStored {
     pub fn reason(&self) -> &'static str {
         match self {
             NotStored::CacheDisabled => "cache_disabled",
-            NotStored::UnknownTicket => "unknown_ticket",
+            NotStored::Ticket(e) => e.label(),
             NotStored::TooLarge => "too_large",
             NotStored::Completion(e) => e.label(),
             NotStored::Cache(e) => e.reason(),
@@ -90,7 +90,9 @@ pub struct Pipeline {
     cache: Option<CacheBackend>,
     /// Where the embedded cache is saved and restored (`cache.snapshot`).
     snapshot: Option<PathBuf>,
-    tickets: Tickets,
+    tickets: Sealer,
+    /// `cache.max_entry_bytes`: a prompt over it gets no ticket (it could never be stored).
+    max_entry_bytes: usize,
     /// The per-call caps (`server.max_route_bytes`, `server.max_store_bytes`).
     limits: ServerConfig,
     metrics: Metrics,
@@ -113,10 +115,14 @@ impl Pipeline {
         if let (Some(CacheBackend::Memory(cache)), Some(path)) = (&cache, &snapshot) {
             restore(cache, path, embedder.dim());
         }
-        let t = &c.tickets;
-        let limits = tickets::Limits { ttl: Duration::from_secs(t.ttl_seconds), max_count: t.max_count, max_bytes: t.max_bytes, max_one: c.max_entry_bytes };
-        let tickets = Tickets::new(limits, metrics.clone());
-        Ok(Pipeline { policy: RwLock::new(Arc::new(policy)), embedder, cache, snapshot, tickets, limits: config.server.clone(), metrics })
+        let key = config.ticket_key.clone().unwrap_or_else(|| {
+            if c.enabled {
+                info!("tickets are sealed with a key of this process: with more than one replica, set cache.tickets.key_file");
+            }
+            TicketKey::random()
+        });
+        let tickets = Sealer::new(key, Duration::from_secs(c.tickets.ttl_seconds));
+        Ok(Pipeline { policy: RwLock::new(Arc::new(policy)), embedder, cache, snapshot, tickets, max_entry_bytes: c.max_entry_bytes, limits: config.server.clone(), metrics })
     }
 
     /// The policy calls use now.
@@ -178,9 +184,18 @@ impl Pipeline {
         &self.limits
     }
 
-    /// Frees a ticket whose answer will not come (the filter's Release).
-    pub fn release(&self, ticket: &str) -> bool {
-        self.tickets.release(ticket, Instant::now())
+    /// The most one gRPC message may carry: a Route, or a Store with its answer and its ticket.
+    pub fn max_message_bytes(&self) -> usize {
+        self.limits.max_message_bytes(self.max_entry_bytes)
+    }
+
+    /// The ticket for an answer that may be stored; empty when the prompt could never be.
+    fn ticket(&self, pending: Pending) -> Vec<u8> {
+        if pending.bytes() > self.max_entry_bytes {
+            self.metrics.ticket_dropped("too_large");
+            return Vec::new();
+        }
+        self.tickets.seal(&pending, SystemTime::now())
     }
 
     pub fn embedder(&self) -> &EmbedQueue {
@@ -307,7 +322,7 @@ impl Pipeline {
         // Stored for the exact tier only (no semantic key) when its embedding does not stand for
         // the prompt.
         if !routed {
-            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
+            let ticket = if use_cache { self.ticket(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }) } else { Vec::new() };
             return Ok(forward(Forward { model: req.model, ticket, jailbreak: flagged, ..Forward::default() }));
         }
         let routed = match routed_decision {
@@ -318,7 +333,7 @@ impl Pipeline {
         let decision = routed.decision;
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
+        let ticket = if use_cache { self.ticket(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }) } else { Vec::new() };
         Ok(forward(Forward { jailbreak: flagged, ..forward_of(decision, ticket) }))
     }
 
@@ -327,23 +342,35 @@ impl Pipeline {
     /// `unreadable` prompt goes to the default model ([`Decider::decide_unreadable`]).
     async fn classify(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
         let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
-        let now = Instant::now();
-        let previous = if turns.is_empty() { None } else { p.decider.conversations.get(&key(None), now) };
-        let topic = match &previous {
-            Some(state) => Some(state.topic.clone()),
-            None if !turns.is_empty() && p.decider.multi_turn.history_weight > 0.0 => {
-                // Not seen before (or forgotten): embed the recent earlier turns, newest first.
-                let recent: Vec<&str> = turns.iter().rev().take(3).map(String::as_str).collect();
-                Some(self.embedder.embed(recent.join("\n")).await?.vector)
-            }
-            None => None,
+        let previous = match turns.is_empty() {
+            true => None,
+            false => match p.decider.conversations.get(&key(None), Instant::now()) {
+                Some(state) => Some(state),
+                None => self.replay(p, turns).await?,
+            },
         };
-        let weight = p.decider.multi_turn.history_weight;
-        let classified = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, weight));
-        let decision = if unreadable { p.decider.decide_unreadable(previous.as_ref()) } else { p.decider.decide(&classified, previous.as_ref()) };
-        let topic = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
-        let state = State { model: decision.model.clone(), topic };
+        let (decision, state) = turn(p, previous.as_ref(), embedding, unreadable);
         Ok(Routed { decision, conversation: key(Some(prompt)), state })
+    }
+
+    /// The state of a conversation this replica does not remember (another replica routed its
+    /// earlier turns, or it was forgotten), rebuilt from the request: its recent earlier user
+    /// turns routed again in order, as they were when they came. Every replica rebuilds the same
+    /// state from the same request, and the one that remembers it holds that state too, as long
+    /// as the conversation is no longer than [`REPLAYED_TURNS`] earlier turns.
+    async fn replay(&self, p: &Policy, turns: &[String]) -> Result<Option<State>, EmbedError> {
+        let recent = &turns[turns.len().saturating_sub(REPLAYED_TURNS)..];
+        // Embedded concurrently, so the encoder batches them.
+        let calls: Vec<_> = recent.iter().map(|t| {
+            let (queue, text) = (self.embedder.clone(), t.clone());
+            tokio::spawn(async move { queue.embed(text).await })
+        }).collect();
+        let mut state = None;
+        for call in calls {
+            let e = call.await.map_err(|_| EmbedError::Stopped)??;
+            state = Some(turn(p, state.as_ref(), &e.vector, !p.decider.can_read(&e.reading)).1);
+        }
+        Ok(state)
     }
 
     /// The jailbreak policy's view of a text (for /v1/classify): its score and the action.
@@ -395,18 +422,13 @@ impl Pipeline {
         let names = pii_policy::names(&types);
         match outcome {
             pii_policy::Outcome::Allowed => Action::Forward(fwd),
-            pii_policy::Outcome::Block { .. } => {
-                // Nothing reaches the model, so no answer will redeem the ticket.
-                if !fwd.ticket.is_empty() {
-                    self.tickets.release(&fwd.ticket, Instant::now());
-                }
-                Action::Block(Block {
+            // Nothing reaches the model; the ticket goes with the forward.
+            pii_policy::Outcome::Block { .. } => Action::Block(Block {
                 status: 403,
                 r#type: "invalid_request_error".into(),
                 code: "pii_not_allowed".into(),
                 message: format!("This request contains personal data ({names}) that model '{}' may not receive.", fwd.model),
-                })
-            }
+            }),
             pii_policy::Outcome::Route { model, .. } => {
                 let (reasoning, patch) = p.decider.reasoning_for(&model, fwd.reasoning.unwrap_or(false));
                 fwd.model = model;
@@ -457,13 +479,27 @@ impl Pipeline {
 
     async fn try_store(&self, req: StoreRequest) -> Result<(), NotStored> {
         let cache = self.cache.as_ref().ok_or(NotStored::CacheDisabled)?;
-        let pending = self.tickets.redeem(&req.ticket, Instant::now()).ok_or(NotStored::UnknownTicket)?;
+        let pending = self.tickets.open(&req.ticket, SystemTime::now())?;
         if req.response.len() > self.limits.max_store_bytes {
             return Err(NotStored::TooLarge);
         }
         let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) }?;
         Ok(cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now()).await?)
     }
+}
+
+/// The most earlier turns [`Pipeline::replay`] routes again (an encoder pass each).
+const REPLAYED_TURNS: usize = 4;
+
+/// One turn of a conversation: its decision, and the conversation's state after it (the model
+/// it is on, and the topic so far with this turn added).
+fn turn(p: &Policy, previous: Option<&State>, embedding: &[f32], unreadable: bool) -> (Decision, State) {
+    let topic = previous.map(|s| s.topic.as_slice());
+    let classified = topic.map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, p.decider.multi_turn.history_weight));
+    let decision = if unreadable { p.decider.decide_unreadable(previous) } else { p.decider.decide(&classified, previous) };
+    let topic = topic.map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
+    let state = State { model: decision.model.clone(), topic };
+    (decision, state)
 }
 
 /// A routing decision, and what its conversation should remember once the request is forwarded.
@@ -491,7 +527,7 @@ fn restore(cache: &MemoryCache, path: &std::path::Path, dim: usize) {
     }
 }
 
-fn forward_of(d: Decision, ticket: String) -> Forward {
+fn forward_of(d: Decision, ticket: Vec<u8>) -> Forward {
     let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
     Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, ..Forward::default() }
 }

@@ -23,8 +23,8 @@ pub struct GrpcService {
 impl GrpcService {
     /// The service with the pipeline's configured caps (`server.*`).
     pub fn new(pipeline: Arc<Pipeline>) -> SidecarServer<GrpcService> {
-        let limits = pipeline.rpc_limits().clone();
-        SidecarServer::new(GrpcService { pipeline, max_route_bytes: limits.max_route_bytes }).max_decoding_message_size(limits.max_message_bytes())
+        let (max_route_bytes, max_message_bytes) = (pipeline.rpc_limits().max_route_bytes, pipeline.max_message_bytes());
+        SidecarServer::new(GrpcService { pipeline, max_route_bytes }).max_decoding_message_size(max_message_bytes)
     }
 }
 
@@ -76,8 +76,10 @@ impl Sidecar for GrpcService {
         Ok(Response::new(self.pipeline.store(request.into_inner()).await))
     }
 
-    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseReply>, Status> {
-        Ok(Response::new(ReleaseReply { released: self.pipeline.release(&request.into_inner().ticket) }))
+    /// Filters of release 0.1 send it when an answer will not be stored; a ticket holds nothing
+    /// here now (`tickets`), so there is nothing to free.
+    async fn release(&self, _request: Request<ReleaseRequest>) -> Result<Response<ReleaseReply>, Status> {
+        Ok(Response::new(ReleaseReply { released: false }))
     }
 }
 
