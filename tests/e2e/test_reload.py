@@ -100,9 +100,12 @@ def test_a_changed_file_applies_under_load_and_a_bad_one_changes_nothing(make_st
         assert epoch() != before, "routing changed: so did the cache epoch"
 
         # A broken file: reported, counted, and the last good configuration keeps serving.
-        replace_file(path, with_math_on(original, "math-model") + "cache: { threshold: 2 }\n")
+        broken = yaml.safe_load(with_math_on(original, "math-model"))
+        broken["cache"]["threshold"] = 2
+        replace_file(path, yaml.safe_dump(broken, sort_keys=False))
         wait_for(lambda: reloads(v).get("invalid") == 1, "the broken file counted")
         assert load.models_since(time.monotonic()) == {"general-model"}
+        assert "cache.threshold: must be in (0, 1]" in (v.stack.dir / "sidecar.log").read_text()
 
         # A change only a restart applies: none of the file is applied, the fields are named.
         restart_only = yaml.safe_load(with_math_on(original, "math-model"))
