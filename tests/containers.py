@@ -225,7 +225,7 @@ def compose_envoy_config() -> str:
     """deploy/compose/envoy.yaml: the tests' template, listening on all interfaces of the Envoy
     container, its peers found by their compose service names."""
     text = envoy_config(
-        envoy_port=8801, admin_port=9901, sidecar=("sidecar", 50051), cluster_type="STRICT_DNS", listen="0.0.0.0",
+        envoy_port=8801, admin_port=9901, sidecars=[("sidecar", 50051)], cluster_type="STRICT_DNS", listen="0.0.0.0",
         models={"math-model": ("math-model", 8000), "general-model": ("general-model", 8000)},
         default_model="general-model", wasm="/etc/vane/plugin.wasm", filter_config={"sidecar_cluster": "vane_sidecar"},
         buffer_limit=8 << 20, timeouts={"REQUEST_HEADERS_TIMEOUT": 10, "REQUEST_TIMEOUT": 60, "STREAM_IDLE_TIMEOUT": 300},

@@ -33,8 +33,7 @@ def rss_mib(pid: int) -> float:
 def metrics(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    wanted = ("vane_tickets", "vane_tickets_bytes", "vane_cache_entries", "vane_cache_bytes",
-              "vane_tickets_dropped_total", "vane_cache_stores_total")
+    wanted = ("vane_cache_entries", "vane_cache_bytes", "vane_tickets_dropped_total", "vane_cache_stores_total")
     out = {}
     for line in text.splitlines():
         name = line.split("{")[0].split(" ")[0]

@@ -109,12 +109,14 @@ def render_envoy(template: str, **values) -> str:
     return string.Template((ROOT / "envoy" / template).read_text()).substitute(values).rstrip("\n")
 
 
-def envoy_config(*, envoy_port: int, admin_port: int, sidecar: tuple[str, int], models: dict[str, tuple[str, int]],
+def envoy_config(*, envoy_port: int, admin_port: int, sidecars: list[tuple[str, int]], models: dict[str, tuple[str, int]],
                  default_model: str, wasm: Path | str, filter_config: dict, buffer_limit: int, timeouts: dict[str, float],
                  tenant_header: str, plain_port: int | None = None, jwt: dict | None = None,
                  listen: str = "127.0.0.1", cluster_type: str = "STATIC") -> str:
-    """The Envoy configuration (envoy/envoy.yaml.tmpl and its fragments). `sidecar` and each of
-    `models` are (host, port); `cluster_type` STATIC takes IP addresses, STRICT_DNS names."""
+    """The Envoy configuration (envoy/envoy.yaml.tmpl and its fragments). Each of `sidecars` (the
+    replicas of one cluster) and of `models` is (host, port); `cluster_type` STATIC takes IP
+    addresses, STRICT_DNS names."""
+    endpoints = [render_envoy("sidecar_endpoint.yaml.tmpl", HOST=host, PORT=port) for host, port in sidecars]
     routes = [render_envoy("route.yaml.tmpl", MODEL=name) for name in models]
     clusters = [render_envoy("cluster.yaml.tmpl", MODEL=name, HOST=host, PORT=port, CLUSTER_TYPE=cluster_type)
                 for name, (host, port) in models.items()]
@@ -126,7 +128,7 @@ def envoy_config(*, envoy_port: int, admin_port: int, sidecar: tuple[str, int], 
                                  TENANT_HEADER=tenant_header)
     return render_envoy(
         "envoy.yaml.tmpl", LISTEN_ADDRESS=listen, ENVOY_PORT=envoy_port, ENVOY_ADMIN_PORT=admin_port,
-        CLUSTER_TYPE=cluster_type, SIDECAR_HOST=sidecar[0], SIDECAR_PORT=sidecar[1], BUFFER_LIMIT=buffer_limit,
+        CLUSTER_TYPE=cluster_type, SIDECAR_ENDPOINTS="\n".join(endpoints), BUFFER_LIMIT=buffer_limit,
         WASM=wasm, FILTER_CONFIG=json.dumps(filter_config), DEFAULT_CLUSTER=f"model_{default_model}",
         ROUTES="\n".join(routes), CLUSTERS="\n".join(clusters), PLAIN_LISTENER=plain, TENANT_HEADER=tenant_header,
         JWT_AUTHN=jwt_authn, **{k: f"{v}s" for k, v in timeouts.items()}) + "\n"
@@ -141,13 +143,16 @@ class Stack:
                  profile: str = "debug", buffer_limit: int = 8 << 20, log_dir: Path | None = None,
                  plain_port: int | None = None, request_headers_timeout: float = 10,
                  request_timeout: float = 60, stream_idle_timeout: float = 300, jwt: dict | None = None,
-                 envoy: bool = True):
+                 envoy: bool = True, sidecars: int = 1):
         self.models = dict(models or DEFAULT_MODELS)
         self.default_model = default_model
         self.envoy_port = envoy_port or free_port()
         self.envoy_admin_port = free_port()
         self.sidecar_port = sidecar_port or free_port()
         self.admin_port = admin_port or free_port()
+        # Replicas behind Envoy's one sidecar cluster: (gRPC port, admin port) each, the first
+        # being sidecar_port and admin_port. They share the sidecar config (so its ticket key).
+        self.replica_ports = [(self.sidecar_port, self.admin_port)] + [(free_port(), free_port()) for _ in range(sidecars - 1)]
         self.filter_config = {"sidecar_cluster": "vane_sidecar", **(filter_config or {})}
         # Envoy strips this header from every client request and sets it only from a verified JWT.
         self.tenant_header = self.filter_config.get("tenant_header", "x-vane-tenant")
@@ -170,6 +175,7 @@ class Stack:
         self.with_envoy = envoy
         self.upstreams: dict[str, subprocess.Popen] = {}
         self.sidecar: subprocess.Popen | None = None
+        self.replicas: list[subprocess.Popen | None] = []  # every sidecar, the first being `sidecar`
         self.envoy: subprocess.Popen | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -192,7 +198,7 @@ class Stack:
             self.start_envoy()
 
     def stop(self):
-        for proc in [self.envoy, self.sidecar, *self.upstreams.values()]:
+        for proc in [self.envoy, *self.replicas, *self.upstreams.values()]:
             stop_process(proc)
 
     def url(self, path: str = "/v1/chat/completions") -> str:
@@ -222,20 +228,26 @@ class Stack:
             raise RuntimeError(f"{self.embedder_bin} is missing: run `make build`")
         env = {**os.environ, "ORT_DYLIB_PATH": onnxruntime_library()}
         env.setdefault("VANE_LOG", "info")
-        self.sidecar = subprocess.Popen(
-            [str(self.embedder_bin), "serve", "--config", str(self.sidecar_config),
-             "--grpc", f"127.0.0.1:{self.sidecar_port}", "--admin", f"127.0.0.1:{self.admin_port}"],
-            stdout=self._log("sidecar"), stderr=subprocess.STDOUT, env=env)
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), "sidecar", 60, self.sidecar)
+        self.replicas = [
+            subprocess.Popen(
+                [str(self.embedder_bin), "serve", "--config", str(self.sidecar_config),
+                 "--grpc", f"127.0.0.1:{grpc}", "--admin", f"127.0.0.1:{admin}"],
+                stdout=self._log("sidecar" if i == 0 else f"sidecar-{i + 1}"), stderr=subprocess.STDOUT, env=env)
+            for i, (grpc, admin) in enumerate(self.replica_ports)]
+        self.sidecar = self.replicas[0]
+        for proc, (_, admin) in zip(self.replicas, self.replica_ports):
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/readyz"), "sidecar", 60, proc)
 
     def stop_sidecar(self):
-        stop_process(self.sidecar)
-        self.sidecar = None
+        for proc in self.replicas:
+            stop_process(proc)
+        self.sidecar, self.replicas = None, []
 
     def render_envoy_config(self) -> Path:
         """envoy/envoy.yaml.tmpl for this stack, written to its directory."""
         text = envoy_config(
-            envoy_port=self.envoy_port, admin_port=self.envoy_admin_port, sidecar=("127.0.0.1", self.sidecar_port),
+            envoy_port=self.envoy_port, admin_port=self.envoy_admin_port,
+            sidecars=[("127.0.0.1", grpc) for grpc, _ in self.replica_ports],
             models={name: ("127.0.0.1", port) for name, port in self.models.items()}, default_model=self.default_model,
             wasm=self.wasm, filter_config=self.filter_config, buffer_limit=self.buffer_limit, timeouts=self.timeouts,
             tenant_header=self.tenant_header, plain_port=self.plain_port, jwt=self.jwt)

@@ -65,6 +65,7 @@ def test_the_kubernetes_config_is_the_demo_config_with_cluster_paths():
     demo["model"]["tokenizer"] = "/opt/vane/models/build/tokenizer.json"
     demo["routing"]["head"] = "/opt/vane/config/heads/mmlu_pro_categories.json"
     demo["safety"]["jailbreak"]["head"] = "/opt/vane/config/heads/jailbreak.json"
+    demo["cache"]["tickets"] = {"key_file": "/etc/vane-ticket-key/key"}  # replicas share the key
     assert deployed == demo
 
 

@@ -61,14 +61,16 @@ def test_route_sends_the_request_to_a_model_allowed_to_receive_it(pii_stack):
 
 def test_redact_replaces_what_the_model_may_not_receive(pii_stack):
     v = pii_stack("redact")
-    history = [{"role": "user", "content": "My SSN is 536-22-1234."}, {"role": "assistant", "content": "Noted."}]
+    # The earlier turn is routed again (the sidecar has not seen this conversation): a history
+    # question, so the conversation is on general-model, which may not receive the SSN.
+    history = [{"role": "user", "content": "Who was the first emperor of Rome? My SSN is 536-22-1234."}, {"role": "assistant", "content": "Augustus."}]
     sent = chat_body(CARD, history=history, stream=True)
     r = v.post(sent)
     assert r.status == 200 and r.header("x-vane-pii") == "redact:credit_card,us_ssn", r
     name, got = v.only_upstream_request()
     assert name == "general-model"
     msgs = got["body"]["messages"]
-    assert msgs[0]["content"] == "My SSN is [US_SSN]."
+    assert msgs[0]["content"] == "Who was the first emperor of Rome? My SSN is [US_SSN]."
     assert msgs[-1]["content"] == CARD.replace("4111 1111 1111 1111", "[CREDIT_CARD]")  # email allowed
     assert got["body"]["stream"] is True and got["body"]["model"] == "general-model"
     assert "4111" not in str(got["body"]) and "536-22" not in str(got["body"])

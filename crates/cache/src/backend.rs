@@ -49,6 +49,14 @@ impl CacheBackend {
         }
     }
 
+    /// Candidates are returned down to `threshold` from now on: a reloaded policy's loosest.
+    pub fn set_threshold(&self, threshold: f32) {
+        match self {
+            CacheBackend::Memory(c) => c.set_threshold(threshold),
+            CacheBackend::Milvus(c) => c.set_threshold(threshold),
+        }
+    }
+
     pub async fn lookup_exact(&self, partition: &Partition, fingerprint: Fingerprint, prompt: PromptKey, now: Instant) -> Option<Hit> {
         match self {
             CacheBackend::Memory(c) => c.lookup_exact(partition, fingerprint, prompt, now),

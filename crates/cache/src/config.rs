@@ -1,5 +1,5 @@
 //! `cache:` — the semantic cache: thresholds, bounds, eviction, snapshot, per-category rules,
-//! the backend (`memory` or `milvus`) and the pending tickets' bounds.
+//! the backend (`memory` or `milvus`) and the tickets' expiry and key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,23 +68,22 @@ impl Default for CacheConfig {
     }
 }
 
-/// Pending tickets: each holds the prompt and its embedding from Route until the answer comes
-/// back in Store, or the filter reports (Release) that none will. Bounded in count and bytes
-/// (the oldest leave first) and in time, so answers that never come cannot grow the sidecar.
+/// Tickets: what Route hands the filter for the Store of the answer, sealed (the sidecar's
+/// `tickets` module). The sidecar keeps nothing per ticket.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TicketsConfig {
-    pub max_count: usize,
-    /// Prompt + embedding + bookkeeping of all pending tickets, estimated.
-    #[serde(deserialize_with = "bytes")]
-    pub max_bytes: usize,
     /// How long an answer may take to arrive after its Route.
     pub ttl_seconds: u64,
+    /// A file holding the key tickets are sealed with (at least 32 bytes), the same for every
+    /// replica: a Store may reach another replica than its Route. Without one each process makes
+    /// its own key, and a Store reaching another replica is refused (`invalid_ticket`).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for TicketsConfig {
     fn default() -> Self {
-        TicketsConfig { max_count: 100_000, max_bytes: 256 << 20, ttl_seconds: 600 }
+        TicketsConfig { ttl_seconds: 600, key_file: None }
     }
 }
 
@@ -194,8 +193,6 @@ impl CacheConfig {
         // Below a few KiB not even one embedding and its bookkeeping fit.
         check(self.max_entry_bytes >= MIN_BYTES, format!("max_entry_bytes: must be at least {MIN_BYTES}"));
         check(self.max_bytes >= self.max_entry_bytes, "max_bytes: must be at least cache.max_entry_bytes".into());
-        check(self.tickets.max_count >= 1, "tickets.max_count: must be at least 1".into());
-        check(self.tickets.max_bytes >= MIN_BYTES, format!("tickets.max_bytes: must be at least {MIN_BYTES}"));
         check(self.tickets.ttl_seconds >= 1, "tickets.ttl_seconds: must be at least 1".into());
         for (name, cat) in &self.categories {
             if let Some(t) = cat.threshold {
@@ -218,7 +215,7 @@ impl CacheConfig {
 
     /// Relative paths are taken from `base` (the directory of the config file).
     pub fn resolve(&mut self, base: &Path) {
-        if let Some(p) = &mut self.snapshot {
+        for p in [&mut self.snapshot, &mut self.tickets.key_file].into_iter().flatten() {
             *p = base.join(&*p);
         }
     }

@@ -17,6 +17,8 @@ pub mod milvus;
 pub mod policy;
 pub mod snapshot;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -191,6 +193,24 @@ pub struct Hit {
     pub id: u64,
     pub completion: Vec<u8>,
     pub similarity: f32,
+}
+
+/// The lowest similarity a backend returns candidates down to: the loosest threshold of the
+/// cache policy, which a configuration reload may change while lookups run.
+pub(crate) struct Floor(AtomicU32);
+
+impl Floor {
+    pub(crate) fn new(threshold: f32) -> Floor {
+        Floor(AtomicU32::new(threshold.to_bits()))
+    }
+
+    pub(crate) fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set(&self, threshold: f32) {
+        self.0.store(threshold.to_bits(), Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tracing::warn;
 use crate::eviction::{Eviction, Policy, Rank};
 use crate::index::GroupIndex;
 use crate::snapshot::{self, Saved, SnapshotError};
-use crate::{Fingerprint, Hit, Partition, PromptKey, Selector, Stats, Tier, entry_bytes};
+use crate::{Fingerprint, Floor, Hit, Partition, PromptKey, Selector, Stats, Tier, entry_bytes};
 use crate::metrics::CacheMetrics;
 
 type Key = (Partition, Fingerprint);
@@ -51,7 +51,7 @@ struct Inner {
 
 pub struct MemoryCache {
     inner: Mutex<Inner>,
-    threshold: f32,
+    threshold: Floor,
     ttl: Duration,
     max_entries: usize,
     max_bytes: usize,
@@ -63,7 +63,7 @@ pub struct MemoryCache {
 impl MemoryCache {
     /// A cache evicting the least recently used entry first, bounded in count only.
     pub fn new(threshold: f32, ttl: Duration, max_entries: usize) -> MemoryCache {
-        let cache = MemoryCache { inner: Mutex::default(), threshold, ttl, max_entries: max_entries.max(1), max_bytes: usize::MAX, max_entry_bytes: usize::MAX, metrics: None };
+        let cache = MemoryCache { inner: Mutex::default(), threshold: Floor::new(threshold), ttl, max_entries: max_entries.max(1), max_bytes: usize::MAX, max_entry_bytes: usize::MAX, metrics: None };
         cache.with_eviction(Policy::default())
     }
 
@@ -108,6 +108,11 @@ impl MemoryCache {
         Some(Hit { tier: Tier::Exact, id, completion: e.completion.clone(), similarity: 1.0 })
     }
 
+    /// Candidates are returned down to `threshold` from now on (a reloaded cache policy).
+    pub fn set_threshold(&self, threshold: f32) {
+        self.threshold.set(threshold);
+    }
+
     /// The most similar live entry at or above the threshold whose prompt text `accept`s.
     pub fn lookup(&self, partition: &Partition, fingerprint: Fingerprint, embedding: &[f32], now: Instant, mut accept: impl FnMut(&str) -> bool) -> Option<Hit> {
         let mut guard = self.lock();
@@ -115,7 +120,7 @@ impl MemoryCache {
         let group = inner.groups.get(&(partition.clone(), fingerprint))?;
         let (mut checked, mut count) = (0, FIRST_CANDIDATES);
         loop {
-            let found = group.search(embedding, count, self.threshold);
+            let found = group.search(embedding, count, self.threshold.get());
             for &(id, similarity) in found.iter().skip(checked) {
                 let Some(e) = inner.entries.get_mut(&id) else { continue };
                 if e.expires > now && accept(&e.text) {

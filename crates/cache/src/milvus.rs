@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::Consistency;
 use crate::metrics::CacheMetrics;
-use crate::{CacheError, Fingerprint, Hit, Partition, PromptKey, Selector, Tier};
+use crate::{CacheError, Fingerprint, Floor, Hit, Partition, PromptKey, Selector, Tier};
 
 /// Milvus VARCHAR limit (bytes): longer prompts or completions are not stored (counted).
 pub const MAX_VARCHAR: usize = 65_535;
@@ -70,7 +70,7 @@ pub fn consistency_level(c: Consistency) -> ConsistencyLevel {
 
 pub struct MilvusCache {
     link: Arc<Link>,
-    threshold: f32,
+    threshold: Floor,
     ttl: Duration,
     metrics: CacheMetrics,
     last_error: Mutex<Option<String>>,
@@ -89,7 +89,7 @@ impl MilvusCache {
     pub fn new(settings: MilvusSettings, threshold: f32, ttl: Duration, metrics: CacheMetrics) -> MilvusCache {
         let connection = Connection { client: None, retry_at: Instant::now(), backoff: BACKOFF_MIN };
         let link = Arc::new(Link { settings, connection: RwLock::new(connection), reconnecting: Default::default() });
-        MilvusCache { link, threshold, ttl, metrics, last_error: Mutex::new(None), max_entry_bytes: usize::MAX }
+        MilvusCache { link, threshold: Floor::new(threshold), ttl, metrics, last_error: Mutex::new(None), max_entry_bytes: usize::MAX }
     }
 
     /// Entries estimated ([`crate::entry_bytes`]) over `max` are not stored (`too_large`).
@@ -137,12 +137,17 @@ impl MilvusCache {
         self.fail_open("lookup_exact", result).ok().flatten()
     }
 
+    /// Candidates are returned down to `threshold` from now on (a reloaded cache policy).
+    pub fn set_threshold(&self, threshold: f32) {
+        self.threshold.set(threshold);
+    }
+
     /// The most similar live entry at or above the threshold whose prompt text `accept`s, among
     /// the `top_k` nearest of its group.
     pub async fn lookup(&self, partition: &Partition, fingerprint: Fingerprint, embedding: &[f32], now: Instant, mut accept: impl FnMut(&str) -> bool) -> Option<Hit> {
         let result = self.within_timeout(self.try_candidates(partition, fingerprint, embedding, now)).await;
         let candidates = self.fail_open("lookup", result).ok()?;
-        candidates.into_iter().filter(|c| c.hit.similarity >= self.threshold).find(|c| accept(&c.text)).map(|c| c.hit)
+        candidates.into_iter().filter(|c| c.hit.similarity >= self.threshold.get()).find(|c| accept(&c.text)).map(|c| c.hit)
     }
 
     /// Stores an answer; a Milvus error is counted and logged before it is returned.

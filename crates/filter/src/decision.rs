@@ -29,8 +29,8 @@ pub struct Forward {
     pub body: Option<Vec<u8>>,
     /// Added to the response the client sees.
     pub response_headers: Vec<(&'static str, String)>,
-    /// Store the answer under this ticket when it completes with 2xx.
-    pub ticket: Option<String>,
+    /// Store the answer under this ticket when it completes with 2xx (opaque: the sidecar's).
+    pub ticket: Option<Vec<u8>>,
     /// The Route span's traceparent, when the sidecar traced the request (see [`crate::trace`]).
     pub route_span: Option<String>,
 }
@@ -277,14 +277,14 @@ mod tests {
 
     #[test]
     fn forward_rewrites_model_and_sets_routing_headers() {
-        let d = decision(Action::Forward(Fwd { model: "math-model".into(), category: "math".into(), confidence: 0.91234, ticket: "t1".into(), ..Default::default() }));
+        let d = decision(Action::Forward(Fwd { model: "math-model".into(), category: "math".into(), confidence: 0.91234, ticket: b"t1".to_vec(), ..Default::default() }));
         let Outcome::Forward(f) = apply(&req(false), d, false) else { panic!("expected forward") };
         let body: serde_json::Value = serde_json::from_slice(f.body.as_ref().unwrap()).unwrap();
         assert_eq!(body["model"], "math-model");
         assert!(f.request_headers.contains(&("x-vane-model", "math-model".into())));
         assert!(f.request_headers.contains(&("x-vane-confidence", "0.912".into())));
         assert!(f.response_headers.contains(&("x-vane-cache", "miss".into())));
-        assert_eq!(f.ticket.as_deref(), Some("t1"));
+        assert_eq!(f.ticket.as_deref(), Some(&b"t1"[..]));
     }
 
     #[test]

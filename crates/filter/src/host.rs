@@ -16,17 +16,18 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
 use crate::admit::{self, Admission, Facts, RequestHeaders};
-use crate::capture::{CacheCall, Capture};
+use crate::capture::Capture;
 use crate::config::Config;
 use crate::decision::{self, Fallback, LocalReply, Outcome};
 use crate::headers::OWN_REQUEST_HEADERS;
 use crate::request::ChatRequest;
 use crate::trace::Trace;
+use vane_proto::v1::StoreRequest;
 
-/// Encoded `Store` and `Release` calls (method, message, the traceparent they join) waiting for
-/// the root context's next tick. They are sent from the root context because a call made by a
-/// stream's context is cancelled when the stream ends, which is exactly when the answer is complete.
-type StoreQueue = Rc<RefCell<VecDeque<(&'static str, Vec<u8>, Option<String>)>>>;
+/// Encoded `Store` calls (message, the traceparent it joins) waiting for the root context's next
+/// tick. They are sent from the root context because a call made by a stream's context is
+/// cancelled when the stream ends, which is exactly when the answer is complete.
+type StoreQueue = Rc<RefCell<VecDeque<(Vec<u8>, Option<String>)>>>;
 
 #[derive(Default)]
 pub struct Root {
@@ -62,11 +63,11 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1000));
-        while let Some((method, msg, traceparent)) = self.stores.borrow_mut().pop_front() {
+        while let Some((msg, traceparent)) = self.stores.borrow_mut().pop_front() {
             let metadata = traceparent.iter().map(|tp| ("traceparent", tp.as_bytes())).collect();
-            let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, method, metadata, Some(&msg), timeout);
+            let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, "Store", metadata, Some(&msg), timeout);
             if let Err(e) = sent {
-                warn!("vane: cannot send a cache {method}: {e:?}");
+                warn!("vane: cannot send a cache Store: {e:?}");
             }
         }
     }
@@ -138,14 +139,14 @@ impl RequestHeaders for EnvoyRequestHeaders {
     }
 }
 
-/// Queues a cache call for the root context's next tick; beyond `limit` waiting it is dropped.
-fn send_later(stores: &StoreQueue, limit: usize, call: Option<CacheCall>, trace: &Option<String>) {
+/// Queues a Store for the root context's next tick; beyond `limit` waiting it is dropped.
+fn send_later(stores: &StoreQueue, limit: usize, call: Option<StoreRequest>, trace: &Option<String>) {
     let Some(call) = call else { return };
     let mut stores = stores.borrow_mut();
     if stores.len() < limit {
-        stores.push_back((call.method(), call.encode(), trace.clone()));
+        stores.push_back((call.encode_to_vec(), trace.clone()));
     } else {
-        warn!("vane: too many pending cache calls; dropping a {}", call.method());
+        warn!("vane: too many pending cache writes; dropping a Store");
     }
 }
 
@@ -293,15 +294,13 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let (stores, limit) = (&self.stores, self.config.max_pending_stores);
-        if let State::Forwarded { response_headers, capture, trace } = &mut self.state {
+        if let State::Forwarded { response_headers, capture, .. } = &mut self.state {
             let resp = MapType::HttpResponseHeaders;
             for (name, value) in response_headers.iter() {
                 set_header(resp, name, value);
             }
             if capture.is_copying() {
-                let call = capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref());
-                send_later(stores, limit, call, trace);
+                capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref());
             }
         }
         Action::Continue
@@ -322,12 +321,5 @@ impl HttpContext for Stream {
         };
         send_later(stores, limit, capture.on_response_body(&chunk, end_of_stream, self.config.max_response_bytes), trace);
         Action::Continue
-    }
-
-    /// The stream is over: an answer that never reached its end releases its ticket.
-    fn on_log(&mut self) {
-        if let State::Forwarded { capture, trace, .. } = &mut self.state {
-            send_later(&self.stores, self.config.max_pending_stores, capture.on_end(), trace);
-        }
     }
 }

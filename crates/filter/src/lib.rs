@@ -3,8 +3,8 @@
 //! Everything but `host` is plain Rust with no proxy-wasm dependency, unit-tested natively:
 //! [`config`] (the plugin configuration), [`admit`] (which requests are handled, what their
 //! headers say, the Route request), [`request`] (parsing a chat request), [`decision`]
-//! (decision → what to do, fallback reasons), [`capture`] (copying the answer for the cache:
-//! Store or Release), [`headers`] (what may become a header),
+//! (decision → what to do, fallback reasons), [`capture`] (copying the answer for the cache's
+//! Store), [`headers`] (what may become a header),
 //! [`tenant`] (who is asking), [`trace`] (carrying the request's trace to the sidecar and the
 //! model), [`url`]. The formats the sidecar must read or write the same way
 //! (tenant keys, SSE replay, OpenAI error bodies) live in `vane_proto::wire`.

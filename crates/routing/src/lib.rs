@@ -57,7 +57,8 @@ pub struct Decider {
     default_effort: String,
     cost_aware: Option<CostAware>,
     pub multi_turn: MultiTurnConfig,
-    pub conversations: Conversations,
+    /// Shared, so that a reloaded decider can keep what this one remembered ([`Decider::keep_conversations`]).
+    pub conversations: std::sync::Arc<Conversations>,
 }
 
 struct CostAware {
@@ -149,9 +150,18 @@ impl Decider {
             families,
             default_effort: config.default_reasoning_effort.clone(),
             cost_aware,
-            conversations: Conversations::new(mt.max_conversations, Duration::from_secs(mt.ttl_seconds)),
+            conversations: std::sync::Arc::new(Conversations::new(mt.max_conversations, Duration::from_secs(mt.ttl_seconds))),
             multi_turn: mt,
         })
+    }
+
+    /// Takes over the conversations `old` remembers (a configuration reload), unless their bounds
+    /// changed: conversations then start afresh, as after a restart.
+    pub fn keep_conversations(&mut self, old: &Decider) {
+        let (a, b) = (&self.multi_turn, &old.multi_turn);
+        if (a.max_conversations, a.ttl_seconds) == (b.max_conversations, b.ttl_seconds) {
+            self.conversations = old.conversations.clone();
+        }
     }
 
     /// Whether a requested model name asks Vane to choose.

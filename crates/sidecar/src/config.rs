@@ -25,6 +25,7 @@ use vane_routing::Heads;
 use vane_routing::config::{RoutingConfig, SafetyConfig};
 
 use crate::telemetry::config::TracingConfig;
+use crate::tickets::TicketKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +49,15 @@ pub struct Config {
     /// The heads the configuration names, read by [`Config::load`] (none after [`Config::parse`]).
     #[serde(skip)]
     pub heads: Heads,
+    /// The YAML as written, its `extends` chain applied: what [`restart_fields`] compares.
+    #[serde(skip)]
+    pub written: serde_yaml_ng::Value,
+    /// Digests of the encoder's files (`model.onnx`, `model.tokenizer`), read by [`Config::load`].
+    #[serde(skip)]
+    pub encoder_digests: Vec<[u8; 32]>,
+    /// The key of `cache.tickets.key_file`, read by [`Config::load`].
+    #[serde(skip)]
+    pub ticket_key: Option<TicketKey>,
     #[serde(default)]
     pub server: ServerConfig,
     pub model: ModelConfig,
@@ -85,10 +95,11 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The gRPC decoding limit: the larger RPC cap plus room for the other fields, so that an
+    /// The gRPC decoding limit: the larger of a Route and a Store (its answer and its ticket,
+    /// whose prompt is at most `max_ticket_bytes`) plus room for the other fields, so that an
     /// oversized prompt or answer is refused by our own check, with a clear message and reason.
-    pub fn max_message_bytes(&self) -> usize {
-        self.max_route_bytes.max(self.max_store_bytes).saturating_add(64 << 10)
+    pub fn max_message_bytes(&self, max_ticket_bytes: usize) -> usize {
+        self.max_route_bytes.max(self.max_store_bytes.saturating_add(max_ticket_bytes)).saturating_add(64 << 10)
     }
 }
 
@@ -117,6 +128,48 @@ pub fn cache_epoch(text: &str, files: &[[u8; 32]]) -> String {
         hasher.update(digest);
     }
     hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fields a running sidecar takes from a reloaded configuration ([`crate::reload`]), as
+/// path prefixes: the routing and safety policies (their heads re-read) and the cache's policy
+/// (thresholds, per-category rules). Everything else is read once, at start.
+pub const LIVE_FIELDS: [&str; 6] = ["routing", "safety", "cache.threshold", "cache.similarity_threshold", "cache.max_unknown_share", "cache.categories"];
+
+/// What differs between two loaded configurations outside [`LIVE_FIELDS`], by field path
+/// (`server.grpc`, `model.threads`, `cache.backend`, ...): the changes only a restart applies.
+/// Fields are compared as written, so one newly set to its default value counts as a change.
+/// `model` is named too when the encoder's files changed contents at the same paths.
+pub fn restart_fields(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    changed_fields("", &old.written, &new.written, &mut changed);
+    changed.retain(|field| !LIVE_FIELDS.iter().any(|live| field == live || field.starts_with(&format!("{live}."))));
+    if old.encoder_digests != new.encoder_digests {
+        changed.push("model (the encoder files' contents)".into());
+    }
+    changed
+}
+
+/// The paths where `old` and `new` differ: maps compared key by key, anything else whole.
+fn changed_fields(path: &str, old: &serde_yaml_ng::Value, new: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+    use serde_yaml_ng::{Mapping, Value};
+    // A section one side leaves out compares as an empty one, so its fields are named.
+    fn map<'a>(v: &'a Value, other: &Value, empty: &'a Mapping) -> Option<&'a Mapping> {
+        v.as_mapping().or_else(|| (v.is_null() && other.is_mapping()).then_some(empty))
+    }
+    let empty = Mapping::new();
+    let (Some(a), Some(b)) = (map(old, new, &empty), map(new, old, &empty)) else {
+        if old != new {
+            out.push(if path.is_empty() { "config".into() } else { path.into() });
+        }
+        return;
+    };
+    let mut keys: Vec<&Value> = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect();
+    keys.sort_by_cached_key(|k| k.as_str().map(str::to_owned));
+    for key in keys {
+        let name = key.as_str().map_or_else(|| format!("{key:?}"), str::to_owned);
+        let field = if path.is_empty() { name } else { format!("{path}.{name}") };
+        changed_fields(&field, a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), out);
+    }
 }
 
 fn digest(path: &Path) -> std::io::Result<[u8; 32]> {
@@ -199,6 +252,7 @@ impl Config {
         let (mut config, mut errors) = Config::read(text, base)?;
         let files = config.read_files(&mut errors);
         config.cache_epoch = cache_epoch(text, &files);
+        config.encoder_digests = files.iter().take(2).copied().collect();
         if errors.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(errors)) }
     }
 
@@ -232,6 +286,7 @@ impl Config {
         config.check_backend_knobs(&mut errors);
         config.check_models(&mut errors);
         config.cache_epoch = cache_epoch(text, &[]);
+        config.written = serde_yaml_ng::from_str(text).unwrap_or_default();
         config.model.resolve(base);
         config.routing.resolve(base);
         config.safety.resolve(base);
@@ -253,6 +308,15 @@ impl Config {
             && !p.is_file()
         {
             errors.push(format!("model.onnxruntime: {} is not a file", p.display()));
+        }
+        if let Some(path) = &self.cache.tickets.key_file {
+            match std::fs::read(path) {
+                Ok(bytes) => match TicketKey::new(bytes.trim_ascii_end().to_vec()) {
+                    Some(key) => self.ticket_key = Some(key),
+                    None => errors.push(format!("cache.tickets.key_file: {} holds {} bytes; a key needs at least {}", path.display(), bytes.trim_ascii_end().len(), TicketKey::MIN_BYTES)),
+                },
+                Err(e) => errors.push(format!("cache.tickets.key_file: cannot read {}: {e}", path.display())),
+            }
         }
         self.heads = Heads::load(&self.routing, &self.safety, errors);
         let heads = [self.routing.head.as_ref(), self.routing.cost_aware.as_ref().map(|c| &c.head), self.safety.jailbreak.as_ref().map(|j| &j.head)];
@@ -445,18 +509,18 @@ routing:
     #[test]
     fn byte_bounds_take_units_and_are_checked() {
         let c = Config::parse(GOOD, Path::new("/")).unwrap();
-        assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes, c.cache.tickets.max_bytes), (256 << 20, 1 << 20, 256 << 20));
+        assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes, c.cache.tickets.ttl_seconds), (256 << 20, 1 << 20, 600));
         assert_eq!((c.server.max_route_bytes, c.server.max_store_bytes), (2 << 20, 4 << 20));
-        let text = format!("{GOOD}server: {{ max_route_bytes: 64KiB, max_store_bytes: 70000 }}\ncache: {{ max_bytes: '1 GiB', max_entry_bytes: 2MiB, tickets: {{ max_bytes: 8MiB, max_count: 5 }} }}\n");
+        let text = format!("{GOOD}server: {{ max_route_bytes: 64KiB, max_store_bytes: 70000 }}\ncache: {{ max_bytes: '1 GiB', max_entry_bytes: 2MiB, tickets: {{ ttl_seconds: 60, key_file: k.bin }} }}\n");
         let c = Config::parse(&text, Path::new("/")).unwrap();
         assert_eq!((c.server.max_route_bytes, c.server.max_store_bytes), (64 << 10, 70_000));
         assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes), (1 << 30, 2 << 20));
-        assert_eq!((c.cache.tickets.max_bytes, c.cache.tickets.max_count, c.cache.tickets.ttl_seconds), (8 << 20, 5, 600));
-        assert_eq!(c.server.max_message_bytes(), 70_000 + (64 << 10));
+        assert_eq!((c.cache.tickets.ttl_seconds, c.cache.tickets.key_file.as_deref()), (60, Some(Path::new("/k.bin"))));
+        assert_eq!(c.server.max_message_bytes(1 << 20), 70_000 + (1 << 20) + (64 << 10), "a Store: the answer and the ticket");
         let e = err(&format!("{GOOD}cache: {{ max_bytes: 12 MB }}\n"));
         assert!(e.starts_with("cache.max_bytes") && e.contains("KiB, MiB or GiB"), "{e}");
-        let e = err(&format!("{GOOD}server: {{ max_route_bytes: 100 }}\ncache: {{ max_bytes: 5KiB, max_entry_bytes: 8KiB, tickets: {{ max_bytes: 0, max_count: 0, ttl_seconds: 0 }} }}\n"));
-        for needle in ["server.max_route_bytes", "cache.max_bytes: must be at least cache.max_entry_bytes", "cache.tickets.max_bytes", "cache.tickets.max_count", "cache.tickets.ttl_seconds"] {
+        let e = err(&format!("{GOOD}server: {{ max_route_bytes: 100 }}\ncache: {{ max_bytes: 5KiB, max_entry_bytes: 8KiB, tickets: {{ ttl_seconds: 0 }} }}\n"));
+        for needle in ["server.max_route_bytes", "cache.max_bytes: must be at least cache.max_entry_bytes", "cache.tickets.ttl_seconds"] {
             assert!(e.contains(needle), "{e} should mention {needle}");
         }
         assert!(err(&format!("{GOOD}cache: {{ tickets: {{ max: 5 }} }}\n")).contains("max"));
@@ -507,6 +571,12 @@ safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
         ] {
             assert!(e.contains(needle), "{e}\nshould say: {needle}");
         }
+        std::fs::write(dir.join("short.key"), b"too short\n").unwrap();
+        std::fs::write(dir.join("good.key"), [7u8; 32]).unwrap();
+        let keyed = |file: &str| Config::from_yaml(&format!("{WITH_HEADS}cache: {{ tickets: {{ key_file: {file} }} }}\n"), &dir);
+        assert!(keyed("good.key").unwrap().ticket_key.is_some());
+        assert!(keyed("short.key").unwrap_err().to_string().contains("cache.tickets.key_file: ") && keyed("short.key").unwrap_err().to_string().contains("holds 9 bytes; a key needs at least 32"));
+        assert!(keyed("missing.key").unwrap_err().to_string().contains("cache.tickets.key_file: cannot read"));
         let e = Config::from_yaml(&WITH_HEADS.replace("jb.json", "wide.json"), &dir).unwrap_err().to_string();
         assert!(e.contains("safety.jailbreak.head: the head takes 8 dimensions, routing.head 4"), "{e}");
     }
@@ -599,6 +669,22 @@ safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
         let (j, b) = (demo.safety.jailbreak.as_ref().unwrap(), bare.safety.jailbreak.as_ref().unwrap());
         assert_eq!((j.action, j.max_windows, j.deadline_ms, j.oversize), (b.action, b.max_windows, b.deadline_ms, b.oversize));
         assert_eq!((demo.server.grpc, demo.server.admin), (bare.server.grpc, bare.server.admin));
+    }
+
+    #[test]
+    fn only_changes_outside_the_live_fields_need_a_restart() {
+        let parse = |text: &str| Config::parse(text, Path::new("/")).unwrap();
+        let base = parse(&format!("{GOOD}cache: {{ threshold: 0.9, ttl_seconds: 60 }}\n"));
+        let restart = |text: String| restart_fields(&base, &parse(&text));
+        assert!(restart(format!("{GOOD}cache: {{ threshold: 0.9, ttl_seconds: 60 }}\n")).is_empty(), "the same");
+        let live = GOOD.replace("model: math-model", "model: other-model").replace("default_model: general", "default_model: g2")
+            + "cache: { similarity_threshold: 0.8, ttl_seconds: 60, categories: { math: { enabled: false } }, max_unknown_share: 0.2 }\nsafety: { jailbreak: { head: h.json, threshold: 0.5 } }\n";
+        assert_eq!(restart(live), Vec::<String>::new(), "routing, safety and the cache's policy apply live");
+        let text = GOOD.replace("tokenizer: t.json", "tokenizer: t2.json, threads: 3") + "server: { grpc: 127.0.0.1:1 }\ncache: { threshold: 0.9, backend: milvus }\n";
+        assert_eq!(restart(text), ["cache.backend", "cache.ttl_seconds", "model.threads", "model.tokenizer", "server.grpc"]);
+        let mut other_encoder = base.clone();
+        other_encoder.encoder_digests = vec![[1; 32]];
+        assert_eq!(restart_fields(&base, &other_encoder), ["model (the encoder files' contents)"]);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!   the cache's admin API);
 //! - [`tickets`] (what Route computed, kept until Store or Release) and [`completion`] (what
 //!   answer is complete enough to cache);
-//! - [`config`] (the sections composed and checked at once), [`metrics`] (every area's
-//!   families in one registry) and [`telemetry`] (traces over OTLP, logs).
+//! - [`config`] (the sections composed and checked at once), [`reload`] (what changes while it
+//!   runs: SIGHUP and the file watched), [`metrics`] (every area's families in one registry) and
+//!   [`telemetry`] (traces over OTLP, logs).
 //!
 //! The areas are crates of their own: `vane-model` (the encoder; ONNX Runtime lives only there),
 //! `vane-cache` (both backends, the guard), `vane-routing` (the decision, PII, jailbreak). The
@@ -19,6 +20,7 @@ pub mod completion;
 pub mod config;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod tickets;

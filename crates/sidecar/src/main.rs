@@ -1,5 +1,5 @@
-//! `vane-sidecar`: serves the filter over gRPC and the admin HTTP API until SIGINT/SIGTERM. The
-//! offline tools (train, eval, eval-cache, eval-pii, read) are the `vane` binary.
+//! `vane-sidecar`: serves the filter over gRPC and the admin HTTP API until SIGINT/SIGTERM,
+//! reloading its configuration on SIGHUP and when the file changes. The offline tools (train, eval, eval-cache, eval-pii, read) are the `vane` binary.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use vane_sidecar::admin::{self, AdminState};
 use vane_sidecar::config::{Config, ConfigError};
 use vane_sidecar::metrics::Metrics;
 use vane_sidecar::pipeline::Pipeline;
+use vane_sidecar::reload::Reloader;
 use vane_sidecar::server::GrpcService;
 use vane_sidecar::telemetry;
 
@@ -98,6 +99,8 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
     // Logging is installed even when the configuration is bad, to report why.
     let telemetry = runtime.block_on(async { telemetry::init(loaded.as_ref().ok().map(|c| &c.tracing), &metrics) }).context("setting up trace export")?;
     let mut config = loaded?;
+    // What the reloader compares a changed file with: as loaded, before the flags' overrides.
+    let as_loaded = config.clone();
     config.server.grpc = grpc.unwrap_or(config.server.grpc);
     config.server.admin = admin.unwrap_or(config.server.admin);
     if telemetry.tracing() {
@@ -111,6 +114,7 @@ fn serve(path: PathBuf, grpc: Option<SocketAddr>, admin: Option<SocketAddr>) -> 
 
     let served = runtime.block_on(async move {
         let pipeline = Arc::new(Pipeline::build(&config, queue, metrics.clone()).await.context("building the pipeline")?);
+        Arc::new(Reloader::new(path, as_loaded, pipeline.clone(), metrics.clone())).spawn().context("watching for SIGHUP")?;
         if let Some(every) = config.cache.snapshot.as_ref().and(std::num::NonZeroU64::new(config.cache.snapshot_interval_seconds)) {
             let pipeline = pipeline.clone();
             tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! Prometheus metrics: every area's families in one registry, served on the admin port. The
 //! cache's and the encoder's are defined in their crates ([`CacheMetrics`], [`EncoderMetrics`]);
-//! the pipeline's (routes, safety, tickets) here.
+//! the pipeline's (routes, safety, tickets, config reloads) here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,6 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use vane_cache::metrics::CacheMetrics;
@@ -25,12 +24,11 @@ pub struct Metrics {
     route_decisions: Family<Label, Counter>,
     route_duration: Histogram,
     route_errors: Family<Label, Counter>,
-    tickets: Gauge,
-    tickets_bytes: Gauge,
     tickets_dropped: Family<Label, Counter>,
     safety_decisions: Family<[(&'static str, &'static str); 2], Counter>,
     pii_findings: Family<Label, Counter>,
     trace_spans_dropped: Family<Label, Counter>,
+    config_reloads: Family<Label, Counter>,
 }
 
 impl Default for Metrics {
@@ -43,12 +41,8 @@ impl Default for Metrics {
         let route_errors = Family::<Label, Counter>::default();
         registry.register("route_errors", "Route calls answered with an error, by reason (overloaded, stopped, model, too_large); the filter fails open on each", route_errors.clone());
         let cache = CacheMetrics::register(&mut registry);
-        let tickets = Gauge::default();
-        registry.register("tickets", "Pending tickets: Route results kept until their answer is stored or released", tickets.clone());
-        let tickets_bytes = Gauge::default();
-        registry.register_with_unit("tickets", "Estimated memory of the pending tickets (prompt, vector, bookkeeping); bounded by cache.tickets.max_bytes", Unit::Bytes, tickets_bytes.clone());
         let tickets_dropped = Family::<Label, Counter>::default();
-        registry.register("tickets_dropped", "Tickets dropped unredeemed, by reason (released, expired, evicted to stay in bounds, too_large: never issued)", tickets_dropped.clone());
+        registry.register("tickets_dropped", "Tickets not issued, by reason (too_large: over cache.max_entry_bytes, the answer could never be stored)", tickets_dropped.clone());
         let encoder = EncoderMetrics::register(&mut registry);
         let safety_decisions = Family::default();
         registry.register("safety_decisions", "Requests a safety signal acted on, by signal (pii, jailbreak) and action", safety_decisions.clone());
@@ -56,7 +50,9 @@ impl Default for Metrics {
         registry.register("pii_findings", "PII found in requests, by type (counts only; text is never logged)", pii_findings.clone());
         let trace_spans_dropped = Family::<Label, Counter>::default();
         registry.register("trace_spans_dropped", "Spans not exported, by reason (queue_full: the export queue, tracing.max_queue, was full; export_failed: the collector refused or did not answer)", trace_spans_dropped.clone());
-        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets, tickets_bytes, tickets_dropped, safety_decisions, pii_findings, trace_spans_dropped }
+        let config_reloads = Family::<Label, Counter>::default();
+        registry.register("config_reloads", "Configuration reloads (SIGHUP or a changed file), by result (applied, unchanged, invalid, needs_restart: nothing applied)", config_reloads.clone());
+        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets_dropped, safety_decisions, pii_findings, trace_spans_dropped, config_reloads }
     }
 }
 
@@ -86,17 +82,16 @@ impl Metrics {
         self.pii_findings.get_or_create(&[("type", kind)]).inc_by(count as u64);
     }
 
-    pub fn tickets(&self, count: usize, bytes: usize) {
-        self.tickets.set(count as i64);
-        self.tickets_bytes.set(bytes as i64);
-    }
-
     pub fn ticket_dropped(&self, reason: &'static str) {
         self.tickets_dropped.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn spans_dropped(&self, reason: &'static str, count: usize) {
         self.trace_spans_dropped.get_or_create(&[("reason", reason)]).inc_by(count as u64);
+    }
+
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads.get_or_create(&[("result", result)]).inc();
     }
 
     /// The Prometheus text exposition.
@@ -121,9 +116,9 @@ mod tests {
         m.cache.store("stored", Some(3));
         m.encoder.observe_batch(4, Duration::from_millis(1));
         m.cache.set_bytes(4096);
-        m.tickets(2, 3000);
-        m.ticket_dropped("released");
+        m.ticket_dropped("too_large");
         m.spans_dropped("queue_full", 2);
+        m.config_reload("invalid");
         let text = m.render();
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
@@ -135,11 +130,9 @@ mod tests {
             "vane_encoder_batch_size_count 1",
             "# UNIT vane_cache_bytes bytes",
             "vane_cache_bytes 4096",
-            "vane_tickets 2",
-            "# UNIT vane_tickets_bytes bytes",
-            "vane_tickets_bytes 3000",
-            "vane_tickets_dropped_total{reason=\"released\"} 1",
+            "vane_tickets_dropped_total{reason=\"too_large\"} 1",
             "vane_trace_spans_dropped_total{reason=\"queue_full\"} 2",
+            "vane_config_reloads_total{result=\"invalid\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -1,10 +1,11 @@
 //! The per-request pipeline behind the gRPC service. Route: the jailbreak budget, the exact
 //! cache tier, then one encoder pass that feeds the semantic tier, the jailbreak verdict and the
 //! routing decision ([`vane_routing::Decider`]), then the PII policy. Store caches a complete
-//! answer under the ticket Route issued; Release frees a ticket whose answer will not come.
+//! answer under the ticket Route sealed ([`crate::tickets`]), on whichever replica it reaches.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{Instrument, Span, debug, debug_span, info, warn};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -26,7 +27,7 @@ use crate::completion;
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 use crate::telemetry::spans;
-use crate::tickets::{self, Pending, Tickets};
+use crate::tickets::{Pending, Refused, Sealer, TicketKey};
 
 /// Why a Store did not cache the answer: the reply's `reason` and the
 /// `vane_cache_stores_total{result}` label.
@@ -34,9 +35,9 @@ use crate::tickets::{self, Pending, Tickets};
 pub enum NotStored {
     #[error("the cache is disabled")]
     CacheDisabled,
-    /// Never issued, already redeemed or released, or expired.
-    #[error("no such ticket")]
-    UnknownTicket,
+    /// Not sealed by a sidecar with this key, or expired.
+    #[error(transparent)]
+    Ticket(#[from] Refused),
     #[error("the answer is over server.max_store_bytes")]
     TooLarge,
     /// Not a complete successful answer.
@@ -50,7 +51,7 @@ impl NotStored {
     pub fn reason(&self) -> &'static str {
         match self {
             NotStored::CacheDisabled => "cache_disabled",
-            NotStored::UnknownTicket => "unknown_ticket",
+            NotStored::Ticket(e) => e.label(),
             NotStored::TooLarge => "too_large",
             NotStored::Completion(e) => e.label(),
             NotStored::Cache(e) => e.reason(),
@@ -58,18 +59,42 @@ impl NotStored {
     }
 }
 
-pub struct Pipeline {
-    decider: Decider,
+/// What a configuration reload replaces: routing, safety, the cache's policy, and the cache
+/// epoch they determine. A call takes the current one once and keeps it to its end, so a request
+/// in flight during a reload finishes on the policy it started with.
+pub struct Policy {
+    pub decider: Decider,
     pii: Option<PiiPolicy>,
     jailbreak: Option<Jailbreak>,
+    pub cache_policy: CachePolicy,
+    /// Part of every cache key: see [`crate::config::cache_epoch`].
+    pub cache_epoch: String,
+}
+
+impl Policy {
+    /// `config` as [`Config::load`] checked it (with its heads read).
+    async fn build(config: &Config, embedder: &EmbedQueue) -> Result<Policy, RoutingError> {
+        let decider = Decider::build(&config.routing, &config.heads, embedder).await?;
+        let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(RoutingError::Pii)?;
+        let jailbreak = match (&config.safety.jailbreak, &config.heads.jailbreak) {
+            (Some(c), Some(head)) => Some(Jailbreak::new(c, head.clone(), embedder.dim())?),
+            (Some(_), None) => return Err(RoutingError::NotRead { field: "safety.jailbreak.head" }),
+            (None, _) => None,
+        };
+        Ok(Policy { decider, pii, jailbreak, cache_policy: CachePolicy::new(&config.cache), cache_epoch: config.cache_epoch.clone() })
+    }
+}
+
+pub struct Pipeline {
+    /// Replaced whole by [`Pipeline::reload`]; read once per call.
+    policy: RwLock<Arc<Policy>>,
     embedder: EmbedQueue,
     cache: Option<CacheBackend>,
-    cache_policy: CachePolicy,
-    /// Part of every cache key: see [`crate::config::cache_epoch`].
-    cache_epoch: String,
     /// Where the embedded cache is saved and restored (`cache.snapshot`).
     snapshot: Option<PathBuf>,
-    tickets: Tickets,
+    tickets: Sealer,
+    /// `cache.max_entry_bytes`: a prompt over it gets no ticket (it could never be stored).
+    max_entry_bytes: usize,
     /// The per-call caps (`server.max_route_bytes`, `server.max_store_bytes`).
     limits: ServerConfig,
     metrics: Metrics,
@@ -80,12 +105,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// `config` as [`Config::load`] checked it (with its heads read).
     pub async fn build(config: &Config, embedder: EmbedQueue, metrics: Metrics) -> Result<Pipeline, RoutingError> {
-        let decider = Decider::build(&config.routing, &config.heads, &embedder).await?;
-        let cache_policy = CachePolicy::new(&config.cache);
+        let policy = Policy::build(config, &embedder).await?;
         // The backend returns candidates down to the loosest category's threshold; each
         // request's own threshold is applied to the hit.
         let c = &config.cache;
-        let cache = c.enabled.then(|| CacheBackend::build(c, cache_policy.floor(), embedder.dim(), &metrics.cache));
+        let cache = c.enabled.then(|| CacheBackend::build(c, policy.cache_policy.floor(), embedder.dim(), &metrics.cache));
         if let Some(CacheBackend::Milvus(milvus)) = &cache {
             milvus.warm_up().await;
         }
@@ -95,25 +119,38 @@ impl Pipeline {
         if let (Some(CacheBackend::Memory(cache)), Some(path)) = (&cache, &snapshot) {
             restore(cache, path, embedder.dim());
         }
-        let pii = config.safety.pii.as_ref().map(PiiPolicy::new).transpose().map_err(RoutingError::Pii)?;
-        let jailbreak = match (&config.safety.jailbreak, &config.heads.jailbreak) {
-            (Some(c), Some(head)) => Some(Jailbreak::new(c, head.clone(), embedder.dim())?),
-            (Some(_), None) => return Err(RoutingError::NotRead { field: "safety.jailbreak.head" }),
-            (None, _) => None,
-        };
-        let cache_epoch = config.cache_epoch.clone();
-        let t = &c.tickets;
-        let limits = tickets::Limits { ttl: Duration::from_secs(t.ttl_seconds), max_count: t.max_count, max_bytes: t.max_bytes, max_one: c.max_entry_bytes };
-        let tickets = Tickets::new(limits, metrics.clone());
-        let record_text = config.tracing.record_text;
-        Ok(Pipeline { decider, pii, jailbreak, embedder, cache, cache_policy, cache_epoch, snapshot, tickets, limits: config.server.clone(), metrics, record_text })
+        let key = config.ticket_key.clone().unwrap_or_else(|| {
+            if c.enabled {
+                info!("tickets are sealed with a key of this process: with more than one replica, set cache.tickets.key_file");
+            }
+            TicketKey::random()
+        });
+        let tickets = Sealer::new(key, Duration::from_secs(c.tickets.ttl_seconds));
+        Ok(Pipeline { policy: RwLock::new(Arc::new(policy)), embedder, cache, snapshot, tickets, max_entry_bytes: c.max_entry_bytes, limits: config.server.clone(), metrics, record_text: config.tracing.record_text })
+    }
+
+    /// The policy calls use now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Builds the policy of `config` (the parts of it that apply live: see [`crate::reload`])
+    /// and swaps it in; on an error the current one stays. Conversations are kept.
+    pub async fn reload(&self, config: &Config) -> Result<(), RoutingError> {
+        let mut policy = Policy::build(config, &self.embedder).await?;
+        policy.decider.keep_conversations(&self.policy().decider);
+        if let Some(cache) = &self.cache {
+            cache.set_threshold(policy.cache_policy.floor());
+        }
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        Ok(())
     }
 
     /// The cache's contents and settings (`None` when disabled), for the admin API; the contents
     /// only where the backend knows them cheaply (the embedded one).
     pub async fn cache_stats(&self) -> Option<Result<serde_json::Value, CacheError>> {
         let cache = self.cache.as_ref()?;
-        let mut about = serde_json::json!({"backend": cache.name(), "epoch": self.cache_epoch});
+        let mut about = serde_json::json!({"backend": cache.name(), "epoch": self.policy().cache_epoch});
         Some(cache.stats().await.map(|stats| {
             if let (Some(about), serde_json::Value::Object(stats)) = (about.as_object_mut(), stats) {
                 about.extend(stats);
@@ -151,28 +188,31 @@ impl Pipeline {
         &self.limits
     }
 
-    /// Frees a ticket whose answer will not come (the filter's Release).
-    pub fn release(&self, ticket: &str) -> bool {
-        self.tickets.release(ticket, Instant::now())
+    /// The most one gRPC message may carry: a Route, or a Store with its answer and its ticket.
+    pub fn max_message_bytes(&self) -> usize {
+        self.limits.max_message_bytes(self.max_entry_bytes)
     }
 
-    pub fn decider(&self) -> &Decider {
-        &self.decider
+    /// The ticket for an answer that may be stored; empty when the prompt could never be.
+    fn ticket(&self, pending: Pending) -> Vec<u8> {
+        if pending.bytes() > self.max_entry_bytes {
+            self.metrics.ticket_dropped("too_large");
+            return Vec::new();
+        }
+        self.tickets.seal(&pending, SystemTime::now())
     }
 
     pub fn embedder(&self) -> &EmbedQueue {
         &self.embedder
     }
 
-    pub fn cache_policy(&self) -> &CachePolicy {
-        &self.cache_policy
-    }
-
     /// Decides one request, in the caller's `Route` span (see [`crate::telemetry`] for the
     /// children and attributes).
     pub async fn route(&self, req: RouteRequest) -> Result<RouteDecision, EmbedError> {
         let started = Instant::now();
-        let routed = self.decider.is_alias(&req.model);
+        let policy = self.policy();
+        let p = &*policy;
+        let routed = p.decider.is_alias(&req.model);
         let span = Span::current();
         span.set_attribute("gen_ai.operation.name", "chat");
         span.set_attribute("gen_ai.request.model", req.model.clone());
@@ -183,12 +223,12 @@ impl Pipeline {
         let control = CacheControl::try_from(req.cache_control).unwrap_or_default();
         let use_cache = self.cache.is_some() && !req.prompt.is_empty() && control != CacheControl::NoStore;
         // Read before the request is taken apart; only when a PII policy is configured.
-        let messages = self.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
+        let messages = p.pii.as_ref().map(|_| Messages::parse(&req.context, &req.prompt));
         let request_id = req.request_id.clone();
-        let forward = |fwd: Forward| self.decided(self.apply_pii(fwd, messages.as_ref(), routed, &request_id), started);
+        let forward = |fwd: Forward| self.decided(self.apply_pii(p, fwd, messages.as_ref(), routed, &request_id), started);
         // Every client text is judged, within a budget; over it, `oversize: block` refuses here.
-        let plan = self.jailbreak.as_ref().map(|j| j.plan(&req.prompt, &req.context));
-        if let (Some(j), Some(plan)) = (&self.jailbreak, &plan)
+        let plan = p.jailbreak.as_ref().map(|j| j.plan(&req.prompt, &req.context));
+        if let (Some(j), Some(plan)) = (&p.jailbreak, &plan)
             && let Some(block) = j.refusal(plan)
         {
             let signal = debug_span!("signal.jailbreak");
@@ -199,21 +239,21 @@ impl Pipeline {
             info!(request_id, signal = "jailbreak", action = "block", reason = "over_budget", windows = plan.needed(), "jailbreak policy");
             return Ok(self.decided(Action::Block(block), started));
         }
-        if req.prompt.is_empty() || (!routed && !use_cache && self.jailbreak.is_none()) {
+        if req.prompt.is_empty() || (!routed && !use_cache && p.jailbreak.is_none()) {
             // No prompt text, but the context may hold some (earlier turns, `input_text` parts).
             let jailbreak = match &plan {
-                Some(plan) => match self.check_jailbreak(plan, None, None, &request_id).await? {
+                Some(plan) => match self.check_jailbreak(p, plan, None, None, &request_id).await? {
                     Ok(flagged) => flagged,
                     Err(block) => return Ok(self.decided(Action::Block(block), started)),
                 },
                 None => None,
             };
-            let model = if routed { self.decider.default_model().to_string() } else { req.model.clone() };
+            let model = if routed { p.decider.default_model().to_string() } else { req.model.clone() };
             return Ok(forward(Forward { model, jailbreak, ..Forward::default() }));
         }
         let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
-        let fingerprint = Fingerprint::within(&self.cache_epoch, &req.context);
+        let fingerprint = Fingerprint::within(&p.cache_epoch, &req.context);
         let prompt = PromptKey::of(&req.prompt);
         let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
         // Exact tier first: an identical request is answered without running the encoder. This
@@ -230,7 +270,7 @@ impl Pipeline {
                 return Ok(self.cached(hit, started));
             }
         }
-        let embedded = match (&self.jailbreak, &plan) {
+        let embedded = match (&p.jailbreak, &plan) {
             (Some(j), Some(plan)) if j.late(plan).is_some() => match tokio::time::timeout_at(j.due(plan), self.embed(req.prompt.clone())).await {
                 Ok(embedded) => embedded?,
                 Err(_) => {
@@ -245,30 +285,30 @@ impl Pipeline {
         let embedding = embedded.vector;
         // An embedding that does not stand for the whole prompt never matches, nor is matched:
         // prompts differing only where the encoder could not read them embed alike.
-        let unread = self.cache_policy.unread(&embedded.reading);
-        let unreadable = !self.decider.can_read(&embedded.reading);
+        let unread = p.cache_policy.unread(&embedded.reading);
+        let unreadable = !p.decider.can_read(&embedded.reading);
 
         // Per-category policies (jailbreak overrides, cache rules) need the request's category:
         // the routing decision's for a routed request (made now, once, and reused below), else
         // the prompt's own.
-        let needs_category = self.jailbreak.as_ref().is_some_and(Jailbreak::has_overrides) || (self.cache.is_some() && self.cache_policy.needs_category());
+        let needs_category = p.jailbreak.as_ref().is_some_and(Jailbreak::has_overrides) || (self.cache.is_some() && p.cache_policy.needs_category());
         let mut routed_decision = None;
         let category = match (needs_category, routed) {
             (false, _) => None,
             (true, true) => {
-                let r = self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?;
+                let r = self.classify(p, &partition, &turns, &req.prompt, &embedding, unreadable).await?;
                 let category = r.decision.category.clone();
                 routed_decision = Some(r);
                 Some(category)
             }
             (true, false) if unreadable => Some(DEFAULT_CATEGORY.to_string()),
-            (true, false) => Some(self.decider.decide(&embedding, None).category),
+            (true, false) => Some(p.decider.decide(&embedding, None).category),
         };
         let category = category.as_deref();
 
         // Jailbreak verdict before anything is served.
         let flagged = match &plan {
-            Some(plan) => match self.check_jailbreak(plan, Some(embedding.as_slice()), category, &request_id).await? {
+            Some(plan) => match self.check_jailbreak(p, plan, Some(embedding.as_slice()), category, &request_id).await? {
                 Ok(flagged) => flagged,
                 Err(block) => return Ok(self.decided(Action::Block(block), started)),
             },
@@ -276,7 +316,7 @@ impl Pipeline {
         };
         // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
         // nor is a request of a category that is never cached.
-        let threshold = self.cache_policy.threshold(category);
+        let threshold = p.cache_policy.threshold(category);
         let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
         let threshold = threshold.unwrap_or(1.0);
 
@@ -324,27 +364,27 @@ impl Pipeline {
         // Stored for the exact tier only (no semantic key) when its embedding does not stand for
         // the prompt.
         if !routed {
-            let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
+            let ticket = if use_cache { self.ticket(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }) } else { Vec::new() };
             return Ok(forward(Forward { model: req.model, ticket, jailbreak: flagged, ..Forward::default() }));
         }
         let routed = match routed_decision {
             Some(r) => r,
-            None => self.classify(&partition, &turns, &req.prompt, &embedding, unreadable).await?,
+            None => self.classify(p, &partition, &turns, &req.prompt, &embedding, unreadable).await?,
         };
-        self.decider.conversations.put(routed.conversation, routed.state, Instant::now());
+        p.decider.conversations.put(routed.conversation, routed.state, Instant::now());
         let decision = routed.decision;
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
-        let ticket = if use_cache { self.tickets.issue(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }, Instant::now()).unwrap_or_default() } else { String::new() };
+        let ticket = if use_cache { self.ticket(Pending { partition, fingerprint, prompt: req.prompt, embedding: unread.is_none().then_some(embedding) }) } else { Vec::new() };
         Ok(forward(Forward { jailbreak: flagged, ..forward_of(decision, ticket) }))
     }
 
     /// Routes a prompt with its conversation (multi-turn: earlier user turns blended in, and the
     /// model the conversation is on); the conversation's new state is remembered on forward. An
     /// `unreadable` prompt goes to the default model ([`Decider::decide_unreadable`]).
-    async fn classify(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
+    async fn classify(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
         let span = debug_span!("decision");
-        let routed = self.classify_in(partition, turns, prompt, embedding, unreadable).instrument(span.clone()).await?;
+        let routed = self.classify_in(p, partition, turns, prompt, embedding, unreadable).instrument(span.clone()).await?;
         let d = &routed.decision;
         span.set_attribute("vane.category", d.category.clone());
         span.set_attribute("vane.confidence", f64::from(d.confidence));
@@ -357,30 +397,42 @@ impl Pipeline {
         Ok(routed)
     }
 
-    async fn classify_in(&self, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
+    async fn classify_in(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
         let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
-        let now = Instant::now();
-        let previous = if turns.is_empty() { None } else { self.decider.conversations.get(&key(None), now) };
-        let topic = match &previous {
-            Some(state) => Some(state.topic.clone()),
-            None if !turns.is_empty() && self.decider.multi_turn.history_weight > 0.0 => {
-                // Not seen before (or forgotten): embed the recent earlier turns, newest first.
-                let recent: Vec<&str> = turns.iter().rev().take(3).map(String::as_str).collect();
-                Some(self.embed(recent.join("\n")).await?.vector)
-            }
-            None => None,
+        let previous = match turns.is_empty() {
+            true => None,
+            false => match p.decider.conversations.get(&key(None), Instant::now()) {
+                Some(state) => Some(state),
+                None => self.replay(p, turns).await?,
+            },
         };
-        let weight = self.decider.multi_turn.history_weight;
-        let classified = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, weight));
-        let decision = if unreadable { self.decider.decide_unreadable(previous.as_ref()) } else { self.decider.decide(&classified, previous.as_ref()) };
-        let topic = topic.as_ref().map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
-        let state = State { model: decision.model.clone(), topic };
+        let (decision, state) = turn(p, previous.as_ref(), embedding, unreadable);
         Ok(Routed { decision, conversation: key(Some(prompt)), state })
     }
 
+    /// The state of a conversation this replica does not remember (another replica routed its
+    /// earlier turns, or it was forgotten), rebuilt from the request: its recent earlier user
+    /// turns routed again in order, as they were when they came. Every replica rebuilds the same
+    /// state from the same request, and the one that remembers it holds that state too, as long
+    /// as the conversation is no longer than [`REPLAYED_TURNS`] earlier turns.
+    async fn replay(&self, p: &Policy, turns: &[String]) -> Result<Option<State>, EmbedError> {
+        let recent = &turns[turns.len().saturating_sub(REPLAYED_TURNS)..];
+        // Embedded concurrently, so the encoder batches them.
+        let calls: Vec<_> = recent.iter().map(|t| {
+            let (queue, text) = (self.embedder.clone(), t.clone());
+            tokio::spawn(async move { queue.embed(text).await })
+        }).collect();
+        let mut state = None;
+        for call in calls {
+            let e = call.await.map_err(|_| EmbedError::Stopped)??;
+            state = Some(turn(p, state.as_ref(), &e.vector, !p.decider.can_read(&e.reading)).1);
+        }
+        Ok(state)
+    }
+
     /// The jailbreak policy's view of a text (for /v1/classify): its score and the action.
-    pub async fn jailbreak_opinion(&self, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
-        let Some(jailbreak) = &self.jailbreak else { return Ok(None) };
+    pub async fn jailbreak_opinion(&self, p: &Policy, text: &str, embedding: &[f32], category: Option<&str>) -> Result<Option<(f32, &'static str)>, EmbedError> {
+        let Some(jailbreak) = &p.jailbreak else { return Ok(None) };
         let plan = jailbreak.plan(text, "");
         let judged = jailbreak.judge(&self.embedder, &plan, Some(embedding), jailbreak.due(&plan)).await?;
         Ok(Some((judged.score, jailbreak.decide(&judged, category).0.action())))
@@ -388,8 +440,8 @@ impl Pipeline {
 
     /// Judges a request's client text ([`Jailbreak::judge`], windows due `deadline_ms` after
     /// the plan was made, at the start of the Route): `Ok(flag score)` to go on, `Err(block)`.
-    async fn check_jailbreak(&self, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
-        let Some(jailbreak) = &self.jailbreak else { return Ok(Ok(None)) };
+    async fn check_jailbreak(&self, p: &Policy, plan: &Plan, shared: Option<&[f32]>, category: Option<&str>, request_id: &str) -> Result<Result<Option<f32>, Block>, EmbedError> {
+        let Some(jailbreak) = &p.jailbreak else { return Ok(Ok(None)) };
         let signal = debug_span!("signal.jailbreak");
         let judged = jailbreak.judge(&self.embedder, plan, shared, jailbreak.due(plan)).instrument(signal.clone()).await?;
         let (outcome, label) = jailbreak.decide(&judged, category);
@@ -415,11 +467,11 @@ impl Pipeline {
 
     /// Holds a forward to the PII policy: the model may not receive some PII → block, another
     /// model, or the body with the PII replaced. Logs and metrics carry types and counts only.
-    fn apply_pii(&self, mut fwd: Forward, messages: Option<&Messages>, routed: bool, request_id: &str) -> Action {
-        let (Some(policy), Some(messages)) = (&self.pii, messages) else { return Action::Forward(fwd) };
+    fn apply_pii(&self, p: &Policy, mut fwd: Forward, messages: Option<&Messages>, routed: bool, request_id: &str) -> Action {
+        let (Some(policy), Some(messages)) = (&p.pii, messages) else { return Action::Forward(fwd) };
         let signal = debug_span!("signal.pii");
         let _in_signal = signal.enter();
-        let (outcome, counts) = policy.check(&fwd.model, messages, routed, |m| self.decider.cost(m));
+        let (outcome, counts) = policy.check(&fwd.model, messages, routed, |m| p.decider.cost(m));
         for (kind, n) in &counts {
             self.metrics.pii_found(kind.name(), *n);
         }
@@ -440,20 +492,15 @@ impl Pipeline {
         let names = pii_policy::names(&types);
         match outcome {
             pii_policy::Outcome::Allowed => Action::Forward(fwd),
-            pii_policy::Outcome::Block { .. } => {
-                // Nothing reaches the model, so no answer will redeem the ticket.
-                if !fwd.ticket.is_empty() {
-                    self.tickets.release(&fwd.ticket, Instant::now());
-                }
-                Action::Block(Block {
+            // Nothing reaches the model; the ticket goes with the forward.
+            pii_policy::Outcome::Block { .. } => Action::Block(Block {
                 status: 403,
                 r#type: "invalid_request_error".into(),
                 code: "pii_not_allowed".into(),
                 message: format!("This request contains personal data ({names}) that model '{}' may not receive.", fwd.model),
-                })
-            }
+            }),
             pii_policy::Outcome::Route { model, .. } => {
-                let (reasoning, patch) = self.decider.reasoning_for(&model, fwd.reasoning.unwrap_or(false));
+                let (reasoning, patch) = p.decider.reasoning_for(&model, fwd.reasoning.unwrap_or(false));
                 fwd.model = model;
                 fwd.reasoning = reasoning;
                 fwd.body_patch = patch.map(|p| p.to_string()).unwrap_or_default();
@@ -527,7 +574,7 @@ impl Pipeline {
 
     async fn try_store(&self, req: StoreRequest) -> Result<(), NotStored> {
         let cache = self.cache.as_ref().ok_or(NotStored::CacheDisabled)?;
-        let pending = self.tickets.redeem(&req.ticket, Instant::now()).ok_or(NotStored::UnknownTicket)?;
+        let pending = self.tickets.open(&req.ticket, SystemTime::now())?;
         if req.response.len() > self.limits.max_store_bytes {
             return Err(NotStored::TooLarge);
         }
@@ -538,6 +585,20 @@ impl Pipeline {
         }
         Ok(cache.insert(pending.partition, pending.fingerprint, pending.prompt, pending.embedding, body, Instant::now()).await?)
     }
+}
+
+/// The most earlier turns [`Pipeline::replay`] routes again (an encoder pass each).
+const REPLAYED_TURNS: usize = 4;
+
+/// One turn of a conversation: its decision, and the conversation's state after it (the model
+/// it is on, and the topic so far with this turn added).
+fn turn(p: &Policy, previous: Option<&State>, embedding: &[f32], unreadable: bool) -> (Decision, State) {
+    let topic = previous.map(|s| s.topic.as_slice());
+    let classified = topic.map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, p.decider.multi_turn.history_weight));
+    let decision = if unreadable { p.decider.decide_unreadable(previous) } else { p.decider.decide(&classified, previous) };
+    let topic = topic.map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
+    let state = State { model: decision.model.clone(), topic };
+    (decision, state)
 }
 
 /// A routing decision, and what its conversation should remember once the request is forwarded.
@@ -602,7 +663,7 @@ fn completion_attributes(span: &Span, body: &[u8], record_text: bool) {
     }
 }
 
-fn forward_of(d: Decision, ticket: String) -> Forward {
+fn forward_of(d: Decision, ticket: Vec<u8>) -> Forward {
     let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
     Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, ..Forward::default() }
 }

@@ -25,8 +25,8 @@ pub struct GrpcService {
 impl GrpcService {
     /// The service with the pipeline's configured caps (`server.*`).
     pub fn new(pipeline: Arc<Pipeline>) -> SidecarServer<GrpcService> {
-        let limits = pipeline.rpc_limits().clone();
-        SidecarServer::new(GrpcService { pipeline, max_route_bytes: limits.max_route_bytes }).max_decoding_message_size(limits.max_message_bytes())
+        let (max_route_bytes, max_message_bytes) = (pipeline.rpc_limits().max_route_bytes, pipeline.max_message_bytes());
+        SidecarServer::new(GrpcService { pipeline, max_route_bytes }).max_decoding_message_size(max_message_bytes)
     }
 }
 
@@ -94,12 +94,10 @@ impl Sidecar for GrpcService {
         Ok(Response::new(self.pipeline.store(request.into_inner()).instrument(span).await))
     }
 
-    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseReply>, Status> {
-        let span = info_span!("Release", otel.kind = "server", trace_id = tracing::field::Empty);
-        spans::join(&span, request.metadata());
-        let released = span.in_scope(|| self.pipeline.release(&request.into_inner().ticket));
-        span.set_attribute("vane.released", released);
-        Ok(Response::new(ReleaseReply { released }))
+    /// Filters of release 0.1 send it when an answer will not be stored; a ticket holds nothing
+    /// here now (`tickets`), so there is nothing to free.
+    async fn release(&self, _request: Request<ReleaseRequest>) -> Result<Response<ReleaseReply>, Status> {
+        Ok(Response::new(ReleaseReply { released: false }))
     }
 }
 

@@ -1,19 +1,25 @@
-//! What Route computed for a request, kept until its answer arrives in Store, so Store never
-//! re-embeds. Bounded in count, bytes and time, and released as soon as the filter knows no
-//! answer will be stored (an error status, a truncated or oversized answer, a client gone):
-//! answers that never come must not grow the sidecar (a ticket holds the whole prompt).
+//! Tickets: what Route computed for a request that Store needs to cache its answer (partition,
+//! the context's fingerprint under the cache epoch, the prompt, its embedding), sealed into the
+//! ticket itself instead of kept here. The filter holds the ticket for the request and hands it
+//! back with the answer, so Store never re-embeds and may reach any replica: the one that routed
+//! the request, another one (Envoy spreads calls over the replicas, and cannot keep one
+//! request's calls on one: a wasm filter's gRPC call takes no hash key), or one started since.
+//! Nothing waits here for answers that never come, so there is nothing to bound or to release.
 //!
-//! Tickets are numbered in issue order, so the oldest is the first key of an ordered map and
-//! dropping it, or any redeemed ticket, leaves nothing behind.
+//! Sealed with HMAC-SHA256 under a key the replicas share (`cache.tickets.key_file`, a
+//! Kubernetes Secret), with an expiry (`cache.tickets.ttl_seconds`). Only a sidecar makes a
+//! ticket that opens; only the filter receives one (no response carries it to the client); a
+//! forged, altered or truncated one is refused, so no one can write an answer into another
+//! tenant's partition through Store. It is not encrypted: it carries the prompt the filter
+//! already had. Within its TTL a ticket would open twice; the filter sends each one once.
 
-use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use vane_cache::{Fingerprint, Partition};
-use crate::metrics::Metrics;
 
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
     pub partition: Partition,
     pub fingerprint: Fingerprint,
@@ -24,137 +30,157 @@ pub struct Pending {
     pub embedding: Option<Vec<f32>>,
 }
 
-/// Map node, key, instant and size fields per ticket: a rough, fixed share of the bookkeeping.
-const TICKET_OVERHEAD: usize = 160;
-
 impl Pending {
-    /// What holding this costs, estimated: the heap parts plus a fixed overhead.
+    /// What the entry would weigh: a prompt over `cache.max_entry_bytes` gets no ticket.
     pub fn bytes(&self) -> usize {
         let p = &self.partition;
-        self.prompt.len() + self.embedding.as_ref().map_or(0, Vec::len) * size_of::<f32>() + p.tenant.len() + p.model.len() + size_of::<Pending>() + TICKET_OVERHEAD
+        self.prompt.len() + self.embedding.as_ref().map_or(0, Vec::len) * size_of::<f32>() + p.tenant.len() + p.model.len()
     }
 }
 
-/// The bounds of [`Tickets`].
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub ttl: Duration,
-    pub max_count: usize,
-    /// All pending tickets together.
-    pub max_bytes: usize,
-    /// One ticket: a prompt that could never be stored (over `cache.max_entry_bytes`) gets none.
-    pub max_one: usize,
-}
+/// The secret tickets are sealed with (its bytes never appear in logs or `Debug`).
+#[derive(Clone, PartialEq)]
+pub struct TicketKey(Vec<u8>);
 
-struct Slot {
-    /// The unguessable half of the ticket.
-    tag: u64,
-    pending: Pending,
-    at: Instant,
-    bytes: usize,
-}
+impl TicketKey {
+    /// Fewer bytes than this is not a key worth the name (HMAC-SHA256's output size).
+    pub const MIN_BYTES: usize = 32;
 
-#[derive(Default)]
-struct Book {
-    /// By issue number: the first is the oldest.
-    slots: BTreeMap<u64, Slot>,
-    next: u64,
-    bytes: usize,
-}
-
-pub struct Tickets {
-    inner: Mutex<Book>,
-    seed: RandomState,
-    limits: Limits,
-    metrics: Metrics,
-}
-
-impl Tickets {
-    pub fn new(limits: Limits, metrics: Metrics) -> Tickets {
-        let limits = Limits { max_count: limits.max_count.max(1), ..limits };
-        Tickets { inner: Mutex::default(), seed: RandomState::new(), limits, metrics }
+    /// `None` when shorter than [`Self::MIN_BYTES`].
+    pub fn new(bytes: Vec<u8>) -> Option<TicketKey> {
+        (bytes.len() >= Self::MIN_BYTES).then_some(TicketKey(bytes))
     }
 
-    /// Keeps `pending` and returns its ticket (unique, not guessable from earlier ones), making
-    /// room by dropping the oldest; `None` when it alone is over a bound (nothing is stored then).
-    pub fn issue(&self, pending: Pending, now: Instant) -> Option<String> {
-        let bytes = pending.bytes();
-        if bytes > self.limits.max_one.min(self.limits.max_bytes) {
-            self.metrics.ticket_dropped("too_large");
-            return None;
+    /// A key of this process alone: tickets then open only on the replica that sealed them.
+    /// Std's `RandomState` is seeded from the OS's random source; its SipHash of a counter
+    /// gives the bytes without another dependency.
+    pub fn random() -> TicketKey {
+        use std::hash::{BuildHasher, RandomState};
+        let seed = RandomState::new();
+        TicketKey((0..Self::MIN_BYTES / 8).flat_map(|i| seed.hash_one(i).to_le_bytes()).collect())
+    }
+}
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketKey(redacted)")
+    }
+}
+
+/// Why a Store's ticket was refused: its `vane_cache_stores_total{result}` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Not sealed with this key (forged, altered, truncated, or a key another deployment uses).
+    #[error("invalid ticket")]
+    Invalid,
+    #[error("expired ticket")]
+    Expired,
+}
+
+impl Refused {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Invalid => "invalid_ticket",
+            Refused::Expired => "expired_ticket",
         }
-        let mut book = self.lock();
-        self.expire(&mut book, now);
-        while book.slots.len() >= self.limits.max_count || book.bytes + bytes > self.limits.max_bytes {
-            let Some((_, old)) = book.slots.pop_first() else { break };
-            book.bytes -= old.bytes;
-            self.metrics.ticket_dropped("evicted");
+    }
+}
+
+/// The ticket format's version: a ticket of another version is invalid.
+const VERSION: u8 = 1;
+const TAG_BYTES: usize = 32;
+/// Written as the embedding's length when there is none.
+const NO_EMBEDDING: u32 = u32::MAX;
+
+pub struct Sealer {
+    key: TicketKey,
+    ttl: Duration,
+}
+
+impl Sealer {
+    pub fn new(key: TicketKey, ttl: Duration) -> Sealer {
+        Sealer { key, ttl }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.key.0).expect("HMAC takes a key of any length")
+    }
+
+    /// The ticket: version, expiry (Unix seconds), the fields, then the tag over all of them.
+    pub fn seal(&self, p: &Pending, now: SystemTime) -> Vec<u8> {
+        let expires = now.checked_add(self.ttl).and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+        let mut out = Vec::with_capacity(p.bytes() + 128);
+        out.push(VERSION);
+        out.extend_from_slice(&expires.to_le_bytes());
+        for field in [p.partition.tenant.as_bytes(), p.partition.model.as_bytes(), p.prompt.as_bytes()] {
+            put(&mut out, field);
         }
-        let n = book.next;
-        book.next += 1;
-        let tag = self.seed.hash_one(n);
-        book.slots.insert(n, Slot { tag, pending, at: now, bytes });
-        book.bytes += bytes;
-        self.report(&book);
-        Some(format!("{n:x}-{tag:016x}"))
-    }
-
-    /// Takes the pending entry back, once; `None` when unknown, dropped or expired.
-    pub fn redeem(&self, ticket: &str, now: Instant) -> Option<Pending> {
-        let mut book = self.lock();
-        self.expire(&mut book, now);
-        let slot = Self::take(&mut book, ticket);
-        self.report(&book);
-        slot.map(|s| s.pending)
-    }
-
-    /// Drops a ticket whose answer will never be stored; `false` when it was already gone.
-    pub fn release(&self, ticket: &str, now: Instant) -> bool {
-        let mut book = self.lock();
-        self.expire(&mut book, now);
-        let released = Self::take(&mut book, ticket).is_some();
-        if released {
-            self.metrics.ticket_dropped("released");
-        }
-        self.report(&book);
-        released
-    }
-
-    /// Pending tickets and their estimated bytes.
-    pub fn usage(&self) -> (usize, usize) {
-        let book = self.lock();
-        (book.slots.len(), book.bytes)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        // The book stays consistent between statements; a panic elsewhere must not stop stores.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn take(book: &mut Book, ticket: &str) -> Option<Slot> {
-        let (n, tag) = ticket.split_once('-')?;
-        let (n, tag) = (u64::from_str_radix(n, 16).ok()?, u64::from_str_radix(tag, 16).ok()?);
-        if book.slots.get(&n)?.tag != tag {
-            return None;
-        }
-        let slot = book.slots.remove(&n)?;
-        book.bytes -= slot.bytes;
-        Some(slot)
-    }
-
-    /// Drops the tickets past their TTL: issue order is age order, so only the front is looked at.
-    fn expire(&self, book: &mut Book, now: Instant) {
-        while let Some(entry) = book.slots.first_entry() {
-            if now.saturating_duration_since(entry.get().at) <= self.limits.ttl {
-                break;
+        out.extend_from_slice(&p.fingerprint.bytes());
+        match &p.embedding {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
             }
-            book.bytes -= entry.remove().bytes;
-            self.metrics.ticket_dropped("expired");
+            None => out.extend_from_slice(&NO_EMBEDDING.to_le_bytes()),
         }
+        let tag = self.mac().chain_update(&out).finalize().into_bytes();
+        out.extend_from_slice(&tag);
+        out
     }
 
-    fn report(&self, book: &Book) {
-        self.metrics.tickets(book.slots.len(), book.bytes);
+    /// What a ticket sealed by this key carries, if it has not expired.
+    pub fn open(&self, ticket: &[u8], now: SystemTime) -> Result<Pending, Refused> {
+        let split = ticket.len().checked_sub(TAG_BYTES).ok_or(Refused::Invalid)?;
+        let (body, tag) = ticket.split_at(split);
+        // Constant-time comparison: a forger learns nothing from how long a refusal took.
+        self.mac().chain_update(body).verify_slice(tag).map_err(|_| Refused::Invalid)?;
+        let mut r = Reader(body);
+        if r.take(1)? != [VERSION] {
+            return Err(Refused::Invalid);
+        }
+        let expires = u64::from_le_bytes(r.array()?);
+        if now.duration_since(UNIX_EPOCH).map_or(true, |d| d.as_secs() > expires) {
+            return Err(Refused::Expired);
+        }
+        let (tenant, model, prompt) = (r.text()?, r.text()?, r.text()?);
+        let fingerprint = Fingerprint::from_bytes(r.array()?);
+        let embedding = match u32::from_le_bytes(r.array()?) {
+            NO_EMBEDDING => None,
+            n => Some((0..n).map(|_| r.array().map(f32::from_le_bytes)).collect::<Result<Vec<f32>, _>>()?),
+        };
+        if !r.0.is_empty() {
+            return Err(Refused::Invalid);
+        }
+        Ok(Pending { partition: Partition { tenant, model }, fingerprint, prompt, embedding })
+    }
+}
+
+fn put(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_le_bytes());
+    out.extend_from_slice(field);
+}
+
+/// Reads a ticket's fields in order; running short is an invalid ticket (though a verified tag
+/// means this sidecar's own code wrote it).
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Refused> {
+        if self.0.len() < n {
+            return Err(Refused::Invalid);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Refused> {
+        self.take(N)?.try_into().map_err(|_| Refused::Invalid)
+    }
+
+    fn text(&mut self) -> Result<String, Refused> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Refused::Invalid)
     }
 }
 
@@ -162,107 +188,53 @@ impl Tickets {
 mod tests {
     use super::*;
 
-    fn pending(prompt_bytes: usize) -> Pending {
-        Pending { partition: Partition { tenant: String::new(), model: "m".into() }, fingerprint: Fingerprint::of(""), prompt: "x".repeat(prompt_bytes), embedding: Some(vec![1.0; 4]) }
+    fn pending(embedding: Option<Vec<f32>>) -> Pending {
+        Pending { partition: Partition { tenant: "tenant-a".into(), model: "auto".into() }, fingerprint: Fingerprint::of("ctx"), prompt: "What is 2 + 2?".into(), embedding }
     }
 
-    fn tickets(max_count: usize, max_bytes: usize) -> (Tickets, Metrics) {
-        let metrics = Metrics::default();
-        let limits = Limits { ttl: Duration::from_secs(5), max_count, max_bytes, max_one: usize::MAX };
-        (Tickets::new(limits, metrics.clone()), metrics)
+    fn sealer(key: u8) -> Sealer {
+        Sealer::new(TicketKey::new(vec![key; 32]).unwrap(), Duration::from_secs(600))
     }
 
     #[test]
-    fn redeem_once_within_ttl() {
-        let (t, _) = tickets(10, 1 << 20);
-        let now = Instant::now();
-        let a = t.issue(pending(1), now).unwrap();
-        let b = t.issue(pending(1), now).unwrap();
-        assert_ne!(a, b);
-        assert!(t.redeem(&a, now).is_some());
-        assert!(t.redeem(&a, now).is_none(), "only once");
-        assert!(t.redeem(&b, now + Duration::from_secs(6)).is_none(), "expired");
-        assert_eq!(t.usage(), (0, 0), "the expired ticket is gone, not only unredeemable");
-        for forged in ["nope", "0-0", "zz-1", "", "-"] {
-            assert!(t.redeem(forged, now).is_none(), "{forged}");
+    fn a_ticket_opens_on_any_sidecar_with_the_key_until_it_expires() {
+        let now = SystemTime::now();
+        for p in [pending(Some(vec![0.5, -1.25, 3.0])), pending(None), Pending { prompt: String::new(), embedding: Some(vec![]), ..pending(None) }] {
+            let ticket = sealer(7).seal(&p, now);
+            assert_eq!(sealer(7).open(&ticket, now + Duration::from_secs(599)), Ok(p.clone()), "another replica, same key");
+            assert_eq!(sealer(7).open(&ticket, now + Duration::from_secs(602)), Err(Refused::Expired));
+            assert_eq!(sealer(8).open(&ticket, now), Err(Refused::Invalid), "another key");
         }
-        let c = t.issue(pending(1), now).unwrap();
-        let (n, tag) = c.split_once('-').unwrap();
-        assert!(t.redeem(&format!("{n}-{:016x}", u64::from_str_radix(tag, 16).unwrap() ^ 1), now).is_none(), "a guessed tag");
-        assert!(t.redeem(&c, now).is_some());
     }
 
     #[test]
-    fn bounded_by_count_oldest_first() {
-        let (t, _) = tickets(2, 1 << 20);
-        let now = Instant::now();
-        let first = t.issue(pending(1), now).unwrap();
-        let second = t.issue(pending(1), now).unwrap();
-        t.issue(pending(1), now).unwrap();
-        assert!(t.redeem(&first, now).is_none(), "oldest dropped when full");
-        assert!(t.redeem(&second, now).is_some());
+    fn forged_altered_and_truncated_tickets_are_refused() {
+        let now = SystemTime::now();
+        let s = sealer(7);
+        let ticket = s.seal(&pending(Some(vec![1.0; 4])), now);
+        for i in 0..ticket.len() {
+            let mut altered = ticket.clone();
+            altered[i] ^= 1;
+            assert_eq!(s.open(&altered, now), Err(Refused::Invalid), "byte {i} flipped");
+        }
+        for n in 0..ticket.len() {
+            assert_eq!(s.open(&ticket[..n], now), Err(Refused::Invalid), "cut to {n} bytes");
+        }
+        // Another tenant's partition cannot be written by rewriting the tenant and re-tagging
+        // without the key: a ticket sealed under a guessed key does not open.
+        let forged = Sealer::new(TicketKey::new(vec![0; 32]).unwrap(), Duration::from_secs(600)).seal(&Pending { partition: Partition { tenant: "tenant-b".into(), model: "auto".into() }, ..pending(None) }, now);
+        assert_eq!(s.open(&forged, now), Err(Refused::Invalid));
+        for junk in [&b""[..], b"nope", b"0-0123456789abcdef"] {
+            assert_eq!(s.open(junk, now), Err(Refused::Invalid));
+        }
     }
 
     #[test]
-    fn bounded_by_bytes_oldest_first() {
-        let one = pending(10_000).bytes();
-        let (t, metrics) = tickets(1000, 3 * one + one / 2);
-        let now = Instant::now();
-        let issued: Vec<String> = (0..5).map(|_| t.issue(pending(10_000), now).unwrap()).collect();
-        assert_eq!(t.usage(), (3, 3 * one), "three fit in the bound");
-        assert!(t.redeem(&issued[0], now).is_none() && t.redeem(&issued[1], now).is_none(), "the two oldest made room");
-        assert!(t.redeem(&issued[2], now).is_some());
-        assert_eq!(t.usage(), (2, 2 * one));
-        // A small ticket fits beside them without dropping anything.
-        assert!(t.issue(pending(10), now).is_some());
-        assert_eq!(t.usage().0, 3);
-        let text = metrics.render();
-        assert!(text.contains("vane_tickets_dropped_total{reason=\"evicted\"} 2"), "{text}");
-        assert!(text.contains("vane_tickets 3\n"), "{text}");
-        assert!(text.contains(&format!("vane_tickets_bytes {}\n", 2 * one + pending(10).bytes())), "{text}");
-    }
-
-    #[test]
-    fn a_ticket_over_a_bound_is_not_issued() {
-        let metrics = Metrics::default();
-        let limits = Limits { ttl: Duration::from_secs(5), max_count: 10, max_bytes: 1 << 20, max_one: 50_000 };
-        let t = Tickets::new(limits, metrics.clone());
-        let now = Instant::now();
-        let kept = t.issue(pending(100), now).unwrap();
-        assert!(t.issue(pending(60_000), now).is_none(), "over max_one: it could never be stored");
-        let (t2, _) = tickets(10, 20_000);
-        assert!(t2.issue(pending(30_000), now).is_none(), "over the whole bound");
-        assert!(t.redeem(&kept, now).is_some(), "nothing was dropped for it");
-        assert!(metrics.render().contains("vane_tickets_dropped_total{reason=\"too_large\"} 1"));
-    }
-
-    #[test]
-    fn release_frees_at_once_and_only_once() {
-        let (t, metrics) = tickets(10, 1 << 20);
-        let now = Instant::now();
-        let a = t.issue(pending(5000), now).unwrap();
-        let b = t.issue(pending(5000), now).unwrap();
-        assert!(t.release(&a, now));
-        assert!(!t.release(&a, now), "already released");
-        assert!(t.redeem(&a, now).is_none(), "a released ticket cannot be stored");
-        assert_eq!(t.usage(), (1, pending(5000).bytes()));
-        assert!(t.release(&b, now));
-        assert_eq!(t.usage(), (0, 0));
-        let text = metrics.render();
-        assert!(text.contains("vane_tickets_dropped_total{reason=\"released\"} 2"), "{text}");
-        assert!(text.contains("vane_tickets 0\n") && text.contains("vane_tickets_bytes 0\n"), "{text}");
-    }
-
-    #[test]
-    fn expiry_drops_the_old_and_keeps_the_young() {
-        let (t, metrics) = tickets(10, 1 << 20);
-        let t0 = Instant::now();
-        let old = t.issue(pending(1), t0).unwrap();
-        let young = t.issue(pending(1), t0 + Duration::from_secs(4)).unwrap();
-        assert!(!t.release("unknown-1", t0 + Duration::from_secs(6)));
-        assert_eq!(t.usage().0, 1, "the old one expired on the way");
-        assert!(t.redeem(&old, t0 + Duration::from_secs(6)).is_none());
-        assert!(t.redeem(&young, t0 + Duration::from_secs(6)).is_some());
-        assert!(metrics.render().contains("vane_tickets_dropped_total{reason=\"expired\"} 1"));
+    fn keys_are_long_enough_and_never_printed() {
+        assert!(TicketKey::new(vec![1; 31]).is_none());
+        let key = TicketKey::new(b"a secret that is 32 bytes long!!".to_vec()).unwrap();
+        assert_eq!(format!("{key:?}"), "TicketKey(redacted)");
+        assert_ne!(TicketKey::random(), TicketKey::random());
+        assert_eq!(TicketKey::random().0.len(), TicketKey::MIN_BYTES);
     }
 }

@@ -58,15 +58,16 @@ pub async fn classify(State(pipeline): State<Arc<Pipeline>>, body: Result<Json<C
     }
     let embed_ms = started.elapsed().as_secs_f64() * 1e3;
     let micros = |t: Instant| (t.elapsed().as_secs_f64() * 1e6 * 10.0).round() / 10.0;
+    let policy = pipeline.policy();
     let mut results = Vec::with_capacity(texts.len());
     for (text, e) in texts.iter().zip(&embeddings) {
         let t0 = Instant::now();
         // What the Route RPC would do with the prompt: unreadable ones go to the default model.
-        let unread = pipeline.cache_policy().unread(&e.reading);
-        let decision = if pipeline.decider().can_read(&e.reading) { pipeline.decider().decide(&e.vector, None) } else { pipeline.decider().decide_unreadable(None) };
+        let unread = policy.cache_policy.unread(&e.reading);
+        let decision = if policy.decider.can_read(&e.reading) { policy.decider.decide(&e.vector, None) } else { policy.decider.decide_unreadable(None) };
         let decide_us = micros(t0);
         let t0 = Instant::now();
-        let jailbreak = match pipeline.jailbreak_opinion(text, &e.vector, Some(&decision.category)).await {
+        let jailbreak = match pipeline.jailbreak_opinion(&policy, text, &e.vector, Some(&decision.category)).await {
             Ok(j) => j,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "encoder_error"),
         };

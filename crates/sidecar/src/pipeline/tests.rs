@@ -16,6 +16,7 @@ use vane_proto::v1::{CacheControl, Forward, RouteRequest, StoreReply, StoreReque
 use super::Pipeline;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::tickets::TicketKey;
 
 /// Axes: maths, history, jailbreaks, anything else.
 const DIM: usize = 4;
@@ -84,7 +85,13 @@ struct Harness {
 
 /// A pipeline over [`BASE`] with `extra` top-level sections; `safety.jailbreak` gets [`jailbreak_head`].
 async fn start(extra: &str) -> Harness {
+    start_keyed(extra, None).await
+}
+
+/// [`start`], sealing tickets with `key` (as `cache.tickets.key_file` would) instead of its own.
+async fn start_keyed(extra: &str, key: Option<TicketKey>) -> Harness {
     let mut config = Config::parse(&format!("{BASE}{extra}"), Path::new("/")).unwrap();
+    config.ticket_key = key;
     if config.safety.jailbreak.is_some() {
         config.heads.jailbreak = Some(jailbreak_head());
     }
@@ -108,7 +115,7 @@ impl Harness {
         }
     }
 
-    async fn store(&self, ticket: &str, response: impl Into<Vec<u8>>, sse: bool) -> StoreReply {
+    async fn store(&self, ticket: &[u8], response: impl Into<Vec<u8>>, sse: bool) -> StoreReply {
         self.pipeline.store(StoreRequest { ticket: ticket.into(), response: response.into(), sse }).await
     }
 
@@ -183,7 +190,7 @@ async fn no_cache_skips_the_lookup_but_stores_and_no_store_does_neither() {
     assert_eq!(no_store.category, "math", "still routed");
     let before = h.encoded();
     let named = h.forward(RouteRequest { cache_control: CacheControl::NoStore as i32, ..ask_model("math-model", MATH) }).await;
-    assert_eq!((named.model.as_str(), named.ticket.as_str()), ("math-model", ""));
+    assert_eq!((named.model.as_str(), named.ticket.as_slice()), ("math-model", &b""[..]));
     assert_eq!(h.encoded(), before, "nothing to route, cache or judge: no encoder pass");
     assert!(matches!(h.route(ask(MATH)).await, Action::Cached(_)), "the default still reads");
 }
@@ -202,24 +209,24 @@ async fn the_guard_refuses_near_duplicates_that_differ_in_a_number_or_a_negation
 }
 
 #[tokio::test]
-async fn a_ticket_is_redeemed_once_and_a_released_one_is_gone() {
-    let h = start("").await;
-    let f = h.forward(ask(MATH)).await;
+async fn a_ticket_stores_on_another_replica_with_the_key_and_a_forged_one_nowhere() {
+    let key = || TicketKey::new(vec![9; 32]);
+    let (a, b, stranger) = (start_keyed("", key()).await, start_keyed("", key()).await, start("").await);
+    let f = a.forward(ask(MATH)).await;
     assert!(!f.ticket.is_empty(), "a forward that may be cached carries a ticket");
-    assert_eq!(h.pipeline.tickets.usage().0, 1);
-    let r = h.store(&f.ticket, completion("x^2/2"), false).await;
-    assert_eq!((r.stored, r.reason.as_str()), (true, ""));
-    let r = h.store(&f.ticket, completion("again"), false).await;
-    assert_eq!((r.stored, r.reason.as_str()), (false, "unknown_ticket"));
-    assert!(matches!(h.route(ask(MATH)).await, Action::Cached(_)));
+    let r = b.store(&f.ticket, completion("x^2/2"), false).await;
+    assert_eq!((r.stored, r.reason.as_str()), (true, ""), "routed by one replica, stored by another");
+    assert!(matches!(b.route(ask(MATH)).await, Action::Cached(_)));
 
-    let g = h.forward(ask("Tell me about the war")).await;
-    assert!(h.pipeline.release(&g.ticket));
-    assert!(!h.pipeline.release(&g.ticket), "once");
-    let r = h.store(&g.ticket, completion("1914"), false).await;
-    assert_eq!((r.stored, r.reason.as_str()), (false, "unknown_ticket"));
-    assert!(matches!(h.route(ask("Tell me about the war")).await, Action::Forward(_)), "nothing was cached");
-    assert_eq!(h.pipeline.tickets.usage().0, 1, "only the last forward's ticket is pending");
+    let g = a.forward(ask("Tell me about the war")).await;
+    let r = stranger.store(&g.ticket, completion("1914"), false).await;
+    assert_eq!((r.stored, r.reason.as_str()), (false, "invalid_ticket"), "a sidecar without the key");
+    let mut forged = g.ticket.clone();
+    forged[10] ^= 1;
+    let r = a.store(&forged, completion("1914"), false).await;
+    assert_eq!((r.stored, r.reason.as_str()), (false, "invalid_ticket"));
+    assert!(matches!(a.route(ask("Tell me about the war")).await, Action::Forward(_)), "nothing was cached");
+    assert!(a.counted(r#"vane_cache_stores_total{result="invalid_ticket"} 1"#));
 }
 
 #[tokio::test]
@@ -258,13 +265,11 @@ async fn a_jailbreak_is_blocked_and_never_cached() {
     let benign = h.forward(ask(MATH)).await;
     assert_eq!(benign.jailbreak, None);
     assert!(!benign.ticket.is_empty());
-    assert!(h.pipeline.release(&benign.ticket));
 
     for req in [ask(ATTACK), ask_model("math-model", ATTACK)] {
         let Action::Block(b) = h.route(req).await else { panic!("a jailbreak is blocked") };
         assert_eq!((b.status, b.code.as_str()), (403, "jailbreak_detected"));
     }
-    assert_eq!(h.pipeline.tickets.usage(), (0, 0), "no ticket: a blocked prompt is never stored");
     assert!(h.counted(r#"vane_safety_decisions_total{signal="jailbreak",action="block"} 2"#));
 }
 
@@ -274,7 +279,6 @@ async fn a_flagged_jailbreak_is_forwarded_with_its_score_and_never_cached() {
     let f = h.forward(ask(ATTACK)).await;
     assert!(f.jailbreak.is_some_and(|s| s > 0.99), "{:?}", f.jailbreak);
     assert!(f.ticket.is_empty(), "a flagged request is never stored");
-    assert_eq!(h.pipeline.tickets.usage().0, 0);
     assert!(h.forward(ask(MATH)).await.jailbreak.is_none(), "below the threshold: no flag");
 }
 
@@ -306,21 +310,10 @@ async fn the_pii_policy_blocks_routes_or_redacts() {
 }
 
 #[tokio::test]
-async fn a_forward_the_pii_policy_blocks_releases_its_ticket() {
-    let h = start(&pii("block")).await;
-    for req in [ask_model("cloud", WITH_EMAIL), ask(WITH_EMAIL)] {
-        assert!(matches!(h.route(req).await, Action::Block(_)));
-    }
-    assert_eq!(h.pipeline.tickets.usage(), (0, 0));
-    assert!(h.counted("vane_tickets 0\n"));
-    assert!(h.counted(r#"vane_tickets_dropped_total{reason="released"} 2"#), "each was issued a ticket, then released");
-}
-
-#[tokio::test]
 async fn a_category_with_the_cache_off_is_never_stored() {
     let h = start("cache: { categories: { history: { enabled: false } } }\n").await;
     let f = h.forward(ask("Tell me about the war")).await;
-    assert_eq!((f.category.as_str(), f.ticket.as_str()), ("history", ""));
+    assert_eq!((f.category.as_str(), f.ticket.as_slice()), ("history", &b""[..]));
     assert!(h.forward(ask_model("general", "Tell me about the war")).await.ticket.is_empty(), "a named model: the prompt's own category");
     assert!(!h.forward(ask(MATH)).await.ticket.is_empty(), "other categories are cached");
 }
