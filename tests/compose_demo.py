@@ -78,11 +78,17 @@ def start_errors() -> None:
 
 def kubernetes_config_starts() -> None:
     """The Kubernetes base's config (deploy/kubernetes/base/vane.yaml, mounted at /etc/vane as its
-    ConfigMap is) names the image's own files: the sidecar image serves with it."""
+    ConfigMap is, with a ticket key where its Secret goes) names the image's own files: the
+    sidecar image serves with it."""
     config = containers.ROOT / "deploy" / "kubernetes" / "base" / "vane.yaml"
     name = f"vane-k8s-config-{os.getpid()}"
-    podman("run", "-d", "--name", name, "--read-only", "-v", f"{config}:/etc/vane/vane.yaml:ro", SIDECAR_IMAGE,
-           "serve", "--config", "/etc/vane/vane.yaml", capture=True)
+    key = tempfile.NamedTemporaryFile(prefix="vane-ticket-key-")  # the Secret vane-ticket-key
+    key.write(os.urandom(32))
+    key.flush()
+    os.chmod(key.name, 0o644)  # the image's user is not root
+    podman("run", "-d", "--name", name, "--read-only", "-v", f"{config}:/etc/vane/vane.yaml:ro",
+           "-v", f"{key.name}:/etc/vane-ticket-key/key:ro", SIDECAR_IMAGE, "serve", "--config", "/etc/vane/vane.yaml",
+           capture=True)
     try:
         ready = lambda: podman("exec", name, "vane-sidecar", "probe", check=False, capture=True).returncode == 0  # noqa: E731
         wait_until(ready, "the sidecar image with the Kubernetes config", 60)
@@ -92,6 +98,7 @@ def kubernetes_config_starts() -> None:
         raise
     finally:
         podman("rm", "-f", "-t", "2", name, check=False, capture=True)
+        key.close()
 
 
 def demo(stack: ComposeStack) -> dict[str, float]:
