@@ -84,14 +84,14 @@ def onnxruntime_library() -> str:
 
 
 def wait_until(check, what: str, timeout: float = 30.0, proc: subprocess.Popen | None = None):
-    """Retries `check` until it returns truthy; fails early if `proc` died."""
+    """Retries `check` until it returns truthy, and returns that; fails early if `proc` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what}: process exited with {proc.returncode}")
         try:
-            if check():
-                return
+            if got := check():
+                return got
         except OSError:
             pass
         time.sleep(0.05)

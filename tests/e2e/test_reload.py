@@ -19,7 +19,7 @@ import yaml
 from helpers import admin_request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stack import CONFIG, config_variant  # noqa: E402
+from stack import CONFIG, config_variant, wait_until  # noqa: E402
 
 NO_STORE = {"x-vane-cache-control": "no-store"}
 
@@ -27,14 +27,6 @@ NO_STORE = {"x-vane-cache-control": "no-store"}
 def reloads(v) -> dict[str, int]:
     return {m.group(1): int(float(m.group(2))) for m in
             re.finditer(r'^vane_config_reloads_total\{result="([^"]+)"\} (\S+)', v.get_metrics_text(), re.M)}
-
-
-def wait_for(check, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not (got := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
-    return got
 
 
 def replace_file(path: Path, text: str) -> None:
@@ -61,7 +53,7 @@ class Load(threading.Thread):
             self.answers.append((sent, r.status, r.header("x-vane-model"), r.header("x-vane-fallback")))
 
     def models_since(self, t: float, at_least: int = 5) -> set[str]:
-        wait_for(lambda: sum(1 for a in self.answers if a[0] >= t) >= at_least, "answers under the new configuration")
+        wait_until(lambda: sum(1 for a in self.answers if a[0] >= t) >= at_least, "answers under the new configuration", 15.0)
         return {a[2] for a in self.answers if a[0] >= t}
 
     def __enter__(self):
@@ -94,7 +86,7 @@ def test_a_changed_file_applies_under_load_and_a_bad_one_changes_nothing(make_st
     with Load(v) as load:
         assert load.models_since(0) == {"math-model"}
         replace_file(path, with_math_on(original, "general-model"))
-        wait_for(lambda: reloads(v).get("applied") == 1, "the new file applied")
+        wait_until(lambda: reloads(v).get("applied") == 1, "the new file applied", 15.0)
         applied = time.monotonic()
         assert load.models_since(applied) == {"general-model"}, "new requests go to the category's new model"
         assert epoch() != before, "routing changed: so did the cache epoch"
@@ -103,7 +95,7 @@ def test_a_changed_file_applies_under_load_and_a_bad_one_changes_nothing(make_st
         broken = yaml.safe_load(with_math_on(original, "math-model"))
         broken["cache"]["threshold"] = 2
         replace_file(path, yaml.safe_dump(broken, sort_keys=False))
-        wait_for(lambda: reloads(v).get("invalid") == 1, "the broken file counted")
+        wait_until(lambda: reloads(v).get("invalid") == 1, "the broken file counted", 15.0)
         assert load.models_since(time.monotonic()) == {"general-model"}
         assert "cache.threshold: must be in (0, 1]" in (v.stack.dir / "sidecar.log").read_text()
 
@@ -111,7 +103,7 @@ def test_a_changed_file_applies_under_load_and_a_bad_one_changes_nothing(make_st
         restart_only = yaml.safe_load(with_math_on(original, "math-model"))
         restart_only["model"]["threads"] = 3
         replace_file(path, yaml.safe_dump(restart_only, sort_keys=False))
-        wait_for(lambda: reloads(v).get("needs_restart") == 1, "the restart-only change counted")
+        wait_until(lambda: reloads(v).get("needs_restart") == 1, "the restart-only change counted", 15.0)
         assert load.models_since(time.monotonic()) == {"general-model"}
         assert "model.threads" in (v.stack.dir / "sidecar.log").read_text()
     failed = [a for a in load.answers if a[1] != 200 or a[3] is not None]
@@ -134,7 +126,7 @@ def test_sighup_reloads_the_heads_too(make_stack, tmp_path):
     assert (r.header("x-vane-model"), r.header("x-vane-category")) == ("math-model", "math"), r
 
     v.stack.sidecar.send_signal(signal.SIGHUP)
-    wait_for(lambda: reloads(v).get("unchanged") == 1, "an unchanged configuration")
+    wait_until(lambda: reloads(v).get("unchanged") == 1, "an unchanged configuration", 15.0)
 
     swapped = json.loads(head.read_text())
     labels = swapped["labels"]
@@ -142,7 +134,7 @@ def test_sighup_reloads_the_heads_too(make_stack, tmp_path):
     labels[i], labels[j] = labels[j], labels[i]
     head.write_text(json.dumps(swapped))
     v.stack.sidecar.send_signal(signal.SIGHUP)
-    wait_for(lambda: reloads(v).get("applied") == 1, "the retrained head applied")
+    wait_until(lambda: reloads(v).get("applied") == 1, "the retrained head applied", 15.0)
     r = v.chat("Solve 3x + 4 = 19 for x.", headers=NO_STORE)
     assert (r.status, r.header("x-vane-model"), r.header("x-vane-category")) == (200, "general-model", "law"), r
     assert v.stack.sidecar.poll() is None, "SIGHUP does not end the sidecar"

@@ -18,7 +18,7 @@ from helpers import admin_request, chat_body, get_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from milvus_server import MilvusServer  # noqa: E402
-from stack import config_variant  # noqa: E402
+from stack import config_variant, wait_until  # noqa: E402
 from test_multi_turn import FOLLOW_UP, HISTORY, MATH  # noqa: E402
 
 QUESTIONS = [f"What is the capital of {c}?" for c in
@@ -52,21 +52,13 @@ def per_replica(v, family: str, label: str, value: str) -> list[int]:
     return [counts(admin, family, label).get(value, 0) for _, admin in v.stack.replica_ports]
 
 
-def wait_for(check, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (got := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.1)
-    return got
-
-
 def test_every_answer_is_stored_once_and_served_by_either_replica(replicas):
     v = replicas
     for q in QUESTIONS:
         r = v.chat(q)
         assert r.status == 200 and r.cache == "miss", r
-    stored = wait_for(lambda: (s := per_replica(v, "vane_cache_stores_total", "result", "stored")) and sum(s) >= len(QUESTIONS) and s,
-                      "every answer stored")
+    stored = wait_until(lambda: (s := per_replica(v, "vane_cache_stores_total", "result", "stored")) and sum(s) >= len(QUESTIONS) and s,
+                        "every answer stored", 20.0)
     time.sleep(0.5)  # a duplicate write would land by now
     stored = per_replica(v, "vane_cache_stores_total", "result", "stored")
     refused = [sum(per_replica(v, "vane_cache_stores_total", "result", r)) for r in ("invalid_ticket", "expired_ticket")]
@@ -76,8 +68,8 @@ def test_every_answer_is_stored_once_and_served_by_either_replica(replicas):
     assert all(n > 0 for n in routed), f"Routes reach both replicas: {routed}"
     # One entry per answer in the shared Milvus, as either replica counts them.
     for _, admin in v.stack.replica_ports:
-        wait_for(lambda: get_json(f"http://127.0.0.1:{admin}/v1/cache/stats")["entries"] == len(QUESTIONS),
-                 "Milvus holds each answer once")
+        wait_until(lambda: get_json(f"http://127.0.0.1:{admin}/v1/cache/stats")["entries"] == len(QUESTIONS),
+                   "Milvus holds each answer once", 20.0)
 
     # Repeats: hits, answered by both replicas.
     upstream = v.upstream_count()
@@ -119,10 +111,10 @@ def test_killing_a_replica_under_load_loses_no_request(replicas):
 
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
-    wait_for(lambda: len(answers) >= 20, "load under way")
+    wait_until(lambda: len(answers) >= 20, "load under way", 20.0)
     v.stack.replicas[1].kill()  # no goodbye: as if the node died
     killed = time.monotonic()
-    wait_for(lambda: sum(1 for a in answers if a[0] > killed + 1) >= 20, "load after the kill")
+    wait_until(lambda: sum(1 for a in answers if a[0] > killed + 1) >= 20, "load after the kill", 20.0)
     stopping.set()
     thread.join(30)
     lost = [a for a in answers if a[1] != 200]
