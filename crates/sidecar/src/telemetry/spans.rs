@@ -1,4 +1,4 @@
-//! The request spans: `Route`, `Store` and `Release` join the trace their gRPC metadata names
+//! The request spans: `Route` and `Store` join the trace their gRPC metadata names
 //! (see the contract in `sidecar.proto`), and the pipeline's child spans hang under them. With
 //! tracing off the spans are plain `tracing` spans: `Route` still carries the trace id for the
 //! logs, the child spans (debug level) are not even created.
