@@ -159,7 +159,9 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_millis(100), "ending spans waited for the collector: {:?}", started.elapsed());
         let lost = dropped(&metrics, "queue_full");
-        assert!((96..=100).contains(&lost), "at most the queue's 4 wait; {lost} dropped");
+        // Kept: at most the queue's 4 plus the batch (capped at the queue's size) the exporter
+        // took out before the 100 were ended, and is still holding for 300 ms.
+        assert!((92..=100).contains(&lost), "at most 4 queued + 4 in export kept; {lost} dropped");
         drop(provider);
     }
 
