@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use vane_model::language::Language;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -40,6 +41,9 @@ pub struct CacheConfig {
     pub snapshot_interval_seconds: u64,
     /// Per routing category: its own threshold, or `enabled: false` to never cache it.
     pub categories: BTreeMap<String, CacheCategory>,
+    /// Per prompt language (`zh: { threshold: 0.95 }`), as for categories; with both, the
+    /// stricter applies. Languages the encoder does not read never reach the semantic tier.
+    pub languages: BTreeMap<Language, CacheCategory>,
     /// Where entries live: `memory` (this process) or `milvus` (shared, survives restarts).
     #[serde(alias = "backend_type")]
     pub backend: Backend,
@@ -62,6 +66,7 @@ impl Default for CacheConfig {
             snapshot: None,
             snapshot_interval_seconds: 300,
             categories: BTreeMap::new(),
+            languages: BTreeMap::new(),
             backend: Backend::Memory,
             milvus: MilvusConfig::default(),
         }
@@ -168,6 +173,7 @@ pub enum Consistency {
 }
 
 
+/// A rule for the requests of one category or language.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheCategory {
@@ -197,6 +203,11 @@ impl CacheConfig {
         for (name, cat) in &self.categories {
             if let Some(t) = cat.threshold {
                 check(t > 0.0 && t <= 1.0, format!("categories.{name}.threshold: must be in (0, 1]"));
+            }
+        }
+        for (language, rule) in &self.languages {
+            if let Some(t) = rule.threshold {
+                check(t > 0.0 && t <= 1.0, format!("languages.{language}.threshold: must be in (0, 1]"));
             }
         }
         if let Some(p) = &self.snapshot {

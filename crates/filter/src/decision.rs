@@ -116,6 +116,10 @@ fn decide(req: &ChatRequest, decision: RouteDecision, bypass: bool) -> Outcome {
                 out.response_headers.push(("x-vane-category", fwd.category));
                 out.response_headers.push(("x-vane-confidence", confidence));
             }
+            if !fwd.language.is_empty() {
+                out.request_headers.push(("x-vane-language", fwd.language.clone()));
+                out.response_headers.push(("x-vane-language", fwd.language));
+            }
             let cache = if bypass { "bypass" } else { "miss" };
             out.response_headers.push(("x-vane-cache", cache.into()));
             out.ticket = Some(fwd.ticket).filter(|t| !t.is_empty());

@@ -7,10 +7,11 @@
 
 /// Request headers the filter sets (Envoy routes on `x-vane-model`). They are removed from every
 /// request, handled or not, so a client can never pick a cluster or forge a verdict.
-pub const OWN_REQUEST_HEADERS: [&str; 10] = [
+pub const OWN_REQUEST_HEADERS: [&str; 11] = [
     "x-vane-model",
     "x-vane-category",
     "x-vane-confidence",
+    "x-vane-language",
     "x-vane-reasoning",
     "x-vane-pii",
     "x-vane-jailbreak",

@@ -1,13 +1,35 @@
-//! `model:` — the encoder file, its tokenizer and window, and how it runs (threads, sessions,
-//! batching, device).
+//! `model:` — which encoder (its file, tokenizer, prefix and languages), its window, and how it
+//! runs (threads, sessions, batching, device).
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::language::Languages;
+
+/// The encoders Vane ships (models/README.md): name, the prefix each text gets, the languages
+/// its embeddings stand for.
+const KNOWN: &[(&str, &str, fn() -> Languages)] = &[
+    ("minilm", "", Languages::default),
+    ("multilingual-e5-small", "query: ", || Languages::All),
+];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Which encoder `onnx` is: heads record the encoder they were trained over, and one trained
+    /// over another is refused. `minilm` (all-MiniLM-L6-v2, English) or `multilingual-e5-small`.
+    #[serde(default = "defaults::encoder")]
+    pub encoder: String,
+    /// Put before every text, as the encoder was trained (`query: ` for E5); by default the
+    /// encoder's own.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The languages the encoder's embeddings stand for, `all` or a list of codes (`[en, zh]`);
+    /// by default the encoder's own (minilm: `[en]`, multilingual-e5-small: `all`). A prompt in
+    /// another is never matched by the semantic cache, nor routed by the heads.
+    #[serde(default)]
+    pub languages: Option<Languages>,
     /// The encoder graph (see models/export.py): int8 by default, fp32 selectable.
     pub onnx: PathBuf,
     /// HuggingFace tokenizer.json matching the encoder.
@@ -50,8 +72,26 @@ pub enum Device {
     Cuda,
 }
 impl ModelConfig {
+    fn known(&self) -> Option<&(&'static str, &'static str, fn() -> Languages)> {
+        KNOWN.iter().find(|(name, ..)| *name == self.encoder)
+    }
+
+    /// What every text is prefixed with.
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().or(self.known().map(|k| k.1)).unwrap_or("")
+    }
+
+    /// The languages the encoder reads.
+    pub fn languages(&self) -> Languages {
+        self.languages.clone().or(self.known().map(|k| k.2())).unwrap_or_default()
+    }
+
     /// Every problem with this section, each as `model.<field>: <why>`.
     pub fn check(&self, errors: &mut Vec<String>) {
+        if self.known().is_none() && self.languages.is_none() {
+            let names: Vec<_> = KNOWN.iter().map(|k| k.0).collect();
+            errors.push(format!("model.languages: encoder '{}' is not one of {names:?}: say which languages it reads", self.encoder));
+        }
         let mut check = |ok: bool, msg: &str| if !ok { errors.push(format!("model.{msg}")) };
         check(self.max_tokens >= 8 && self.max_tokens <= 512, "max_tokens: must be between 8 and 512");
         check(self.threads >= 1, "threads: must be at least 1");
@@ -74,6 +114,7 @@ impl ModelConfig {
 }
 
 mod defaults {
+    pub fn encoder() -> String { "minilm".into() }
     pub fn max_tokens() -> usize { 256 }
     pub fn threads() -> usize { 1 }
     pub fn encoders() -> usize { 2 }

@@ -6,6 +6,7 @@
 pub mod batching;
 pub mod config;
 pub mod head;
+pub mod language;
 pub mod metrics;
 pub mod onnx;
 
@@ -48,6 +49,11 @@ pub struct Reading {
     pub unknown: u32,
     /// The text was longer than the encoder's window: its end was not read at all.
     pub truncated: bool,
+    /// The text's language ([`language::detect`]).
+    pub language: language::Language,
+    /// The text is not in a language the encoder reads (`model.languages`): its embedding is no
+    /// evidence of what it asks ("秦朝是哪一年建立的" read by an English encoder).
+    pub foreign: bool,
 }
 
 /// Why an embedding does not stand for the whole text (`Reading::unread`).
@@ -55,6 +61,8 @@ pub struct Reading {
 pub enum Unread {
     /// More than the allowed share of the tokens were unknown to the vocabulary.
     UnknownTokens,
+    /// Not in a language the encoder reads.
+    Language,
     /// The text ran past the encoder's window.
     Truncated,
 }
@@ -64,6 +72,7 @@ impl Unread {
     pub fn name(self) -> &'static str {
         match self {
             Unread::UnknownTokens => "unknown_tokens",
+            Unread::Language => "language",
             Unread::Truncated => "truncated",
         }
     }
@@ -75,16 +84,19 @@ impl Reading {
         if self.tokens == 0 { 0.0 } else { self.unknown as f32 / self.tokens as f32 }
     }
 
-    /// Whether too much of the text was unknown for its embedding to say what it asks.
+    /// Whether too much of the text was unknown, or its language is not the encoder's, for its
+    /// embedding to say what it asks.
     pub fn unreadable(&self, max_unknown_share: f32) -> bool {
-        self.unknown_share() > max_unknown_share
+        self.unknown_share() > max_unknown_share || self.foreign
     }
 
     /// What keeps the embedding from standing for the whole text, if anything: the semantic
     /// cache may match a text only on its embedding when this is `None`.
     pub fn unread(&self, max_unknown_share: f32) -> Option<Unread> {
-        if self.unreadable(max_unknown_share) {
+        if self.unknown_share() > max_unknown_share {
             Some(Unread::UnknownTokens)
+        } else if self.foreign {
+            Some(Unread::Language)
         } else if self.truncated {
             Some(Unread::Truncated)
         } else {
@@ -129,11 +141,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// A tokenizer for tests (here and in the crates above): one id per byte; non-ASCII bytes are
-/// unknown, as CJK text is to MiniLM.
+/// unknown, as CJK text is to MiniLM, whose languages (English) it reads.
 pub fn byte_tokenizer() -> Tokenizer {
     std::sync::Arc::new(|t: &str| {
         let ids: Vec<u32> = t.bytes().map(u32::from).collect();
-        let reading = Reading { tokens: ids.len() as u32, unknown: ids.iter().filter(|&&b| b >= 0x80).count() as u32, truncated: false };
+        let detected = language::detect(t);
+        let foreign = !language::Languages::default().reads(&detected);
+        let reading = Reading { tokens: ids.len() as u32, unknown: ids.iter().filter(|&&b| b >= 0x80).count() as u32, truncated: false, language: detected.language, foreign };
         Ok(Tokens { ids, reading })
     })
 }
@@ -144,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_reading_is_unread_when_too_much_is_unknown_or_the_end_was_cut() {
-        let r = |tokens, unknown, truncated| Reading { tokens, unknown, truncated };
+        let r = |tokens, unknown, truncated| Reading { tokens, unknown, truncated, ..Reading::default() };
         assert_eq!(r(0, 0, false).unknown_share(), 0.0);
         assert_eq!(r(10, 5, false).unknown_share(), 0.5);
         assert_eq!(r(10, 0, false).unread(0.1), None);
@@ -152,5 +166,8 @@ mod tests {
         assert_eq!(r(10, 2, false).unread(0.1), Some(Unread::UnknownTokens));
         assert_eq!(r(300, 0, true).unread(0.1), Some(Unread::Truncated));
         assert_eq!(r(300, 200, true).unread(0.1), Some(Unread::UnknownTokens), "the unknown tokens are named first");
+        let foreign = Reading { tokens: 10, foreign: true, ..Reading::default() };
+        assert_eq!(foreign.unread(0.1), Some(Unread::Language));
+        assert!(foreign.unreadable(0.1), "nor is it routed on");
     }
 }

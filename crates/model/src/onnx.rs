@@ -11,6 +11,7 @@ use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::Tensor;
 use super::{Encoder, ModelError, Reading, Tokenizer, Tokens};
 use crate::config::{Device, ModelConfig};
+use crate::language::{self, Languages};
 
 /// The most bytes of a text the tokeniser sees per token of the window: English averages ~4,
 /// CJK 3, so a cut here leaves several windows' worth, while a 1 MiB prompt no longer costs a
@@ -24,6 +25,10 @@ pub struct OnnxEncoder {
     unknown: Option<u32>,
     max_tokens: usize,
     dim: usize,
+    /// `model.prefix`, and how many tokens it makes (not counted in a text's reading).
+    prefix: std::sync::Arc<str>,
+    prefix_tokens: u32,
+    languages: std::sync::Arc<Languages>,
 }
 
 fn load_err(path: &Path, e: impl ToString) -> ModelError {
@@ -48,7 +53,10 @@ impl OnnxEncoder {
         // Truncated below instead (max_tokens), so that a text's reading counts all of it.
         tokenizer.with_truncation(None).map_err(|e| load_err(&cfg.tokenizer, e))?;
         let unknown = ["[UNK]", "<unk>"].into_iter().find_map(|t| tokenizer.token_to_id(t));
-        let mut encoder = OnnxEncoder { session, tokenizer: tokenizer.into(), unknown, max_tokens: cfg.max_tokens, dim: 0 };
+        let prefix = cfg.prefix();
+        let prefix_tokens = tokenizer.encode(prefix, false).map_err(|e| load_err(&cfg.tokenizer, e))?.get_ids().len() as u32;
+        let (prefix, languages) = (prefix.into(), cfg.languages().into());
+        let mut encoder = OnnxEncoder { session, tokenizer: tokenizer.into(), unknown, max_tokens: cfg.max_tokens, dim: 0, prefix, prefix_tokens, languages };
         encoder.dim = encoder.embed(&["warm up"])?.first().map_or(0, Vec::len);
         Ok(encoder)
     }
@@ -99,15 +107,23 @@ impl Encoder for OnnxEncoder {
 
     fn tokenizer(&self) -> Tokenizer {
         let (tokenizer, unknown, max) = (self.tokenizer.clone(), self.unknown, self.max_tokens);
+        let (prefix, prefix_tokens, languages) = (self.prefix.clone(), self.prefix_tokens, self.languages.clone());
         std::sync::Arc::new(move |text: &str| {
             let (text, cut) = head(text, max * BYTES_PER_WINDOW_TOKEN);
-            let enc = tokenizer.encode(text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
+            let detected = language::detect(text);
+            let enc = match prefix.is_empty() {
+                true => tokenizer.encode(text, true),
+                false => tokenizer.encode(format!("{prefix}{text}"), true),
+            }
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
             let ids = enc.get_ids();
             let special = enc.get_special_tokens_mask();
             let reading = Reading {
-                tokens: special.iter().filter(|&&s| s == 0).count() as u32,
+                tokens: (special.iter().filter(|&&s| s == 0).count() as u32).saturating_sub(prefix_tokens),
                 unknown: ids.iter().zip(special).filter(|&(&id, &s)| s == 0 && Some(id) == unknown).count() as u32,
                 truncated: cut || ids.len() > max,
+                language: detected.language,
+                foreign: !languages.reads(&detected),
             };
             if ids.len() <= max {
                 return Ok(Tokens { ids: ids.to_vec(), reading });

@@ -173,6 +173,10 @@ pub struct ModelInfo {
     pub cost: f64,
     #[serde(default)]
     pub reasoning_family: Option<String>,
+    /// The languages the model answers in (`[en, zh]`); a prompt in another goes to a model that
+    /// speaks it. Unset: every language.
+    #[serde(default)]
+    pub languages: Option<Vec<vane_model::language::Language>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -27,10 +27,15 @@ pub fn label(head: &Head, label: &str) -> Option<usize> {
 
 impl Heads {
     /// Reads every head the sections name and pushes each problem with its field path: a file
-    /// that cannot be read, a routing head with phrase features, a label the config relies on
-    /// that the head lacks, heads of different dimensions.
-    pub fn load(routing: &RoutingConfig, safety: &SafetyConfig, errors: &mut Vec<String>) -> Heads {
+    /// that cannot be read, a head trained over another encoder than `encoder`, a routing head
+    /// with phrase features, a label the config relies on that the head lacks, heads of
+    /// different dimensions.
+    pub fn load(routing: &RoutingConfig, safety: &SafetyConfig, encoder: &str, errors: &mut Vec<String>) -> Heads {
         let mut read = |field: &str, path: &Path, embedding_only: bool| match Head::load(path) {
+            Ok(head) if head.meta.refuses(encoder).is_some() => {
+                errors.push(format!("{field}: {}: {}", path.display(), head.meta.refuses(encoder).unwrap_or_default()));
+                None
+            }
             Ok(head) if embedding_only && head.phrases().is_some() => {
                 let names = head.phrases().map(|p| p.names()).unwrap_or_default();
                 errors.push(format!("{field}: the head also takes phrase features ({names:?}); only safety.jailbreak.head may"));

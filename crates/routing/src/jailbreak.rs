@@ -466,7 +466,7 @@ mod tests {
         c.positive_label = "jailbreak".into();
         let routing = serde_yaml_ng::from_str("default_model: m").unwrap();
         let mut errors = Vec::new();
-        let heads = crate::Heads::load(&routing, &SafetyConfig { pii: None, jailbreak: Some(c.clone()) }, &mut errors);
+        let heads = crate::Heads::load(&routing, &SafetyConfig { pii: None, jailbreak: Some(c.clone()) }, "minilm", &mut errors);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("safety.jailbreak.positive_label: 'jailbreak' is not a label"), "{errors:?}");
         let err = Jailbreak::new(&c, heads.jailbreak.unwrap(), 2).err().unwrap().to_string();

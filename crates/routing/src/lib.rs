@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use vane_model::batching::{EmbedError, EmbedQueue};
 use vane_model::head::{Head, argmax};
+use vane_model::language::Language;
 
 use crate::config::{Category, CostAwareConfig, ModelInfo, MultiTurnConfig, ReasoningFamily, RoutingConfig};
 use conversation::{Conversations, State};
@@ -90,6 +91,11 @@ pub struct Decision {
     /// The head's probabilities, most probable first (at most 5).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scores: Vec<(String, f32)>,
+    /// The prompt's language ([`vane_model::language`]), once [`Decider::in_language`] saw it.
+    pub language: &'static str,
+    /// The model chosen before the language moved the request to one that speaks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_for_language: Option<String>,
 }
 
 struct Categorized {
@@ -232,7 +238,38 @@ impl Decider {
             small_model_success,
             kept_from_conversation,
             scores: c.scores,
+            language: Language::Und.code(),
+            moved_for_language: None,
         }
+    }
+
+    /// The decision for a prompt in `language`: unchanged if its model speaks it
+    /// (`routing.models.<m>.languages`), else moved to the first that does among the category's
+    /// candidates (best score first), the default model, then every model from the cheapest. When
+    /// none does, it stays where it was. Undetermined text is every model's.
+    pub fn in_language(&self, mut d: Decision, language: Language) -> Decision {
+        d.language = language.code();
+        let speaks = |m: &str| language == Language::Und || self.models.get(m).and_then(|i| i.languages.as_ref()).is_none_or(|l| l.contains(&language));
+        if speaks(&d.model) {
+            return d;
+        }
+        let category = self.categories.get(&d.category);
+        let mut scored: Vec<&config::ModelScore> = category.map(|c| c.model_scores.iter().collect()).unwrap_or_default();
+        scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut by_cost: Vec<(&String, &ModelInfo)> = self.models.iter().collect();
+        by_cost.sort_by(|a, b| a.1.cost.total_cmp(&b.1.cost));
+        let candidates = category.and_then(|c| c.model.as_deref()).into_iter()
+            .chain(scored.iter().map(|s| s.model.as_str()))
+            .chain([self.default_model.as_str()])
+            .chain(by_cost.iter().map(|(m, _)| m.as_str()));
+        let Some(model) = candidates.into_iter().find(|m| speaks(m)).map(str::to_string) else { return d };
+        let on = d.reasoning.unwrap_or(category.is_some_and(|c| c.use_reasoning));
+        let effort = category.and_then(|c| c.reasoning_effort.as_deref()).unwrap_or(&self.default_effort);
+        let family = self.models.get(&model).and_then(|m| m.reasoning_family.as_ref()).and_then(|f| self.families.get(f));
+        d.reasoning = family.map(|_| on);
+        d.body_patch = family.map(|f| reasoning::patch(f, on, effort));
+        d.moved_for_language = Some(std::mem::replace(&mut d.model, model));
+        d
     }
 
     /// Example categories first (they are the operator's explicit intent), then the head.

@@ -86,7 +86,7 @@ fn section(text: &str, dir: &Path) -> (RoutingConfig, Heads, Vec<String>) {
     config.resolve(dir);
     let mut errors = Vec::new();
     config.check(&mut errors);
-    let heads = Heads::load(&config, &SafetyConfig::default(), &mut errors);
+    let heads = Heads::load(&config, &SafetyConfig::default(), "minilm", &mut errors);
     (config, heads, errors)
 }
 

@@ -110,7 +110,7 @@ impl ServerConfig {
 /// re-exported at the same path is another encoder.
 pub fn cache_epoch(text: &str, files: &[[u8; 32]]) -> String {
     use serde_yaml_ng::Value;
-    const MODEL_KEYS: [&str; 3] = ["onnx", "tokenizer", "max_tokens"];
+    const MODEL_KEYS: [&str; 6] = ["encoder", "onnx", "tokenizer", "max_tokens", "prefix", "languages"];
     let doc: Value = serde_yaml_ng::from_str(text).unwrap_or(Value::Null);
     let mut relevant = serde_yaml_ng::Mapping::new();
     if let Some(model) = doc.get("model").and_then(Value::as_mapping) {
@@ -132,8 +132,8 @@ pub fn cache_epoch(text: &str, files: &[[u8; 32]]) -> String {
 
 /// The fields a running sidecar takes from a reloaded configuration ([`crate::reload`]), as
 /// path prefixes: the routing and safety policies (their heads re-read) and the cache's policy
-/// (thresholds, per-category rules). Everything else is read once, at start.
-pub const LIVE_FIELDS: [&str; 6] = ["routing", "safety", "cache.threshold", "cache.similarity_threshold", "cache.max_unknown_share", "cache.categories"];
+/// (thresholds, per-category and per-language rules). Everything else is read once, at start.
+pub const LIVE_FIELDS: [&str; 7] = ["routing", "safety", "cache.threshold", "cache.similarity_threshold", "cache.max_unknown_share", "cache.categories", "cache.languages"];
 
 /// What differs between two loaded configurations outside [`LIVE_FIELDS`], by field path
 /// (`server.grpc`, `model.threads`, `cache.backend`, ...): the changes only a restart applies.
@@ -318,7 +318,7 @@ impl Config {
                 Err(e) => errors.push(format!("cache.tickets.key_file: cannot read {}: {e}", path.display())),
             }
         }
-        self.heads = Heads::load(&self.routing, &self.safety, errors);
+        self.heads = Heads::load(&self.routing, &self.safety, &self.model.encoder, errors);
         let heads = [self.routing.head.as_ref(), self.routing.cost_aware.as_ref().map(|c| &c.head), self.safety.jailbreak.as_ref().map(|j| &j.head)];
         files.extend(heads.into_iter().flatten().filter_map(|p| digest(p).ok()));
         let categories = self.heads.categories(&self.routing);

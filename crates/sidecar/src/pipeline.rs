@@ -17,6 +17,7 @@ use vane_cache::memory::MemoryCache;
 use vane_cache::policy::CachePolicy;
 use vane_cache::snapshot::SnapshotError;
 use vane_cache::{CacheError, Fingerprint, Hit, Partition, PromptKey, Selector};
+use vane_model::Reading;
 use vane_model::batching::{EmbedError, EmbedQueue, Embedded};
 use vane_routing::conversation::{self, State};
 use vane_routing::jailbreak::{Jailbreak, Outcome, Plan};
@@ -296,7 +297,7 @@ impl Pipeline {
         let category = match (needs_category, routed) {
             (false, _) => None,
             (true, true) => {
-                let r = self.classify(p, &partition, &turns, &req.prompt, &embedding, unreadable).await?;
+                let r = self.classify(p, &partition, &turns, &req.prompt, &embedding, &embedded.reading).await?;
                 let category = r.decision.category.clone();
                 routed_decision = Some(r);
                 Some(category)
@@ -316,7 +317,7 @@ impl Pipeline {
         };
         // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
         // nor is a request of a category that is never cached.
-        let threshold = p.cache_policy.threshold(category);
+        let threshold = p.cache_policy.threshold(category, embedded.reading.language);
         let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
         let threshold = threshold.unwrap_or(1.0);
 
@@ -369,7 +370,7 @@ impl Pipeline {
         }
         let routed = match routed_decision {
             Some(r) => r,
-            None => self.classify(p, &partition, &turns, &req.prompt, &embedding, unreadable).await?,
+            None => self.classify(p, &partition, &turns, &req.prompt, &embedding, &embedded.reading).await?,
         };
         p.decider.conversations.put(routed.conversation, routed.state, Instant::now());
         let decision = routed.decision;
@@ -381,14 +382,18 @@ impl Pipeline {
 
     /// Routes a prompt with its conversation (multi-turn: earlier user turns blended in, and the
     /// model the conversation is on); the conversation's new state is remembered on forward. An
-    /// `unreadable` prompt goes to the default model ([`Decider::decide_unreadable`]).
-    async fn classify(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
+    /// unreadable prompt goes to the default model ([`Decider::decide_unreadable`]).
+    async fn classify(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], reading: &Reading) -> Result<Routed, EmbedError> {
         let span = debug_span!("decision");
-        let routed = self.classify_in(p, partition, turns, prompt, embedding, unreadable).instrument(span.clone()).await?;
+        let routed = self.classify_in(p, partition, turns, prompt, embedding, reading).instrument(span.clone()).await?;
         let d = &routed.decision;
         span.set_attribute("vane.category", d.category.clone());
         span.set_attribute("vane.confidence", f64::from(d.confidence));
         span.set_attribute("vane.category.source", d.source);
+        span.set_attribute("vane.language", d.language);
+        if let Some(from) = &d.moved_for_language {
+            span.set_attribute("vane.language.moved_from", from.clone());
+        }
         span.set_attribute("vane.model", d.model.clone());
         span.set_attribute("vane.conversation.turns", turns.len() as i64);
         if let Some(p) = d.small_model_success {
@@ -397,7 +402,7 @@ impl Pipeline {
         Ok(routed)
     }
 
-    async fn classify_in(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], unreadable: bool) -> Result<Routed, EmbedError> {
+    async fn classify_in(&self, p: &Policy, partition: &Partition, turns: &[String], prompt: &str, embedding: &[f32], reading: &Reading) -> Result<Routed, EmbedError> {
         let key = |last: Option<&str>| conversation::key(&partition.tenant, &partition.model, turns.iter().map(String::as_str).chain(last));
         let previous = match turns.is_empty() {
             true => None,
@@ -406,7 +411,7 @@ impl Pipeline {
                 None => self.replay(p, turns).await?,
             },
         };
-        let (decision, state) = turn(p, previous.as_ref(), embedding, unreadable);
+        let (decision, state) = turn(p, previous.as_ref(), embedding, reading);
         Ok(Routed { decision, conversation: key(Some(prompt)), state })
     }
 
@@ -425,7 +430,7 @@ impl Pipeline {
         let mut state = None;
         for call in calls {
             let e = call.await.map_err(|_| EmbedError::Stopped)??;
-            state = Some(turn(p, state.as_ref(), &e.vector, !p.decider.can_read(&e.reading)).1);
+            state = Some(turn(p, state.as_ref(), &e.vector, &e.reading).1);
         }
         Ok(state)
     }
@@ -592,10 +597,14 @@ const REPLAYED_TURNS: usize = 4;
 
 /// One turn of a conversation: its decision, and the conversation's state after it (the model
 /// it is on, and the topic so far with this turn added).
-fn turn(p: &Policy, previous: Option<&State>, embedding: &[f32], unreadable: bool) -> (Decision, State) {
+fn turn(p: &Policy, previous: Option<&State>, embedding: &[f32], reading: &Reading) -> (Decision, State) {
     let topic = previous.map(|s| s.topic.as_slice());
     let classified = topic.map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, p.decider.multi_turn.history_weight));
-    let decision = if unreadable { p.decider.decide_unreadable(previous) } else { p.decider.decide(&classified, previous) };
+    let decision = match p.decider.can_read(reading) {
+        true => p.decider.decide(&classified, previous),
+        false => p.decider.decide_unreadable(previous),
+    };
+    let decision = p.decider.in_language(decision, reading.language);
     let topic = topic.map_or_else(|| embedding.to_vec(), |t| conversation::blend(embedding, t, 1.0));
     let state = State { model: decision.model.clone(), topic };
     (decision, state)
@@ -665,7 +674,7 @@ fn completion_attributes(span: &Span, body: &[u8], record_text: bool) {
 
 fn forward_of(d: Decision, ticket: Vec<u8>) -> Forward {
     let body_patch = d.body_patch.map(|p| p.to_string()).unwrap_or_default();
-    Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, ..Forward::default() }
+    Forward { model: d.model, category: d.category, confidence: d.confidence, ticket, reasoning: d.reasoning, body_patch, language: d.language.into(), ..Forward::default() }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ fn small_model_success_head_is_binary_over_minilm() {
     let head = Head::load_for_dim(&path, MINILM_DIM).unwrap();
     assert_eq!(head.labels(), ["0", "1"]);
     assert_eq!(head.meta.label_field.as_deref(), Some("small_ok"));
-    assert_eq!(head.meta.encoder.as_deref(), Some("minilm-int8.onnx"));
+    assert_eq!(head.meta.trained_over(), Some("minilm"));
     let p = head.predict(&[0.05; MINILM_DIM]);
     assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5 && p.iter().all(|v| (0.0..=1.0).contains(v)), "{p:?}");
 }
@@ -50,4 +50,18 @@ fn the_documented_cost_aware_block_loads_with_the_demo_config() {
     let cost_aware = config.routing.cost_aware.expect("cost_aware parsed");
     let head = Head::load_for_dim(&cost_aware.head, MINILM_DIM).unwrap();
     assert!(head.labels().contains(&cost_aware.success_label));
+}
+
+#[test]
+fn a_head_trained_over_another_encoder_is_refused_with_the_reason() {
+    let dir = config_dir();
+    let demo = std::fs::read_to_string(dir.join("vane.yaml")).unwrap();
+    let anchor = "model:\n";
+    assert!(demo.contains(anchor));
+    let other = demo.replacen(anchor, "model:\n  encoder: multilingual-e5-small\n", 1);
+    let err = Config::from_yaml(&other, &dir).err().expect("MiniLM's heads are refused over E5").to_string();
+    for field in ["routing.head", "safety.jailbreak.head"] {
+        assert!(err.contains(&format!("{field}: ")), "{err}");
+    }
+    assert!(err.contains("trained over encoder 'minilm', but model.encoder is 'multilingual-e5-small'"), "{err}");
 }

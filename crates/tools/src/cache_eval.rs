@@ -240,8 +240,8 @@ mod tests {
     #[test]
     fn a_pair_the_encoder_could_not_read_is_never_a_hit() {
         let pair = Pair { cached: "秦朝是哪一年建立的？".into(), asked: "唐朝是哪一年建立的？".into(), duplicate: false };
-        let unknown = Reading { tokens: 10, unknown: 5, truncated: false };
-        let read = Reading { tokens: 10, unknown: 0, truncated: false };
+        let unknown = Reading { tokens: 10, unknown: 5, ..Reading::default() };
+        let read = Reading { tokens: 10, ..Reading::default() };
         let scored = Scored::new(&pair, 1.0, (read, unknown), 0.05);
         assert_eq!(scored.refusal(), Some("unknown_tokens"), "the reading is named before the guard's cjk rule");
         assert!(!scored.hit(0.5, false), "not even with the guard off");

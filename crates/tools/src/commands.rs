@@ -400,7 +400,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         label_field: Some(label_field),
         examples: kept.len(),
         holdout_examples: held.len(),
-        encoder: Some(file_name(&config.model.onnx)),
+        encoder: Some(config.model.encoder.clone()),
         seed,
         training,
         ..Meta::default()
@@ -480,9 +480,8 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let fields = if args.data.text_fields.is_empty() { head.meta.text_fields.clone() } else { args.data.text_fields.clone() };
     anyhow::ensure!(!fields.is_empty(), "give --text-field (the head does not record its own)");
     let label_field = args.data.label_field.clone().or_else(|| head.meta.label_field.clone()).context("give --label-field (the head does not record its own)")?;
-    let encoder_name = file_name(&config.model.onnx);
-    if let Some(trained) = head.meta.encoder.as_deref().filter(|e| *e != encoder_name) {
-        eprintln!("warning: {} was trained on embeddings of {trained}; the configuration uses {encoder_name}", path.display());
+    if let Some(why) = head.meta.refuses(&config.model.encoder) {
+        anyhow::bail!("{}: {why}", path.display());
     }
     let (examples, x, dim) = load_and_embed(&args.data, &config, &fields, &label_field, |all| (0..all.len()).collect())?;
     anyhow::ensure!(head.dim() == dim, "{}: the head takes {}-value embeddings but the encoder makes {dim}", path.display(), head.dim());

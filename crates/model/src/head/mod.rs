@@ -69,11 +69,27 @@ pub struct Meta {
     pub holdout_examples: usize,
     pub holdout_accuracy: Option<f64>,
     pub holdout_macro_f1: Option<f64>,
-    /// The encoder graph's file name (embeddings of another encoder are meaningless to the head).
+    /// The encoder it was trained over (`model.encoder`): embeddings of another are meaningless
+    /// to the head. Heads trained before encoders had names record the graph's file name.
     pub encoder: Option<String>,
     pub seed: u64,
     /// Training settings, for the record (`l2`, `epochs`, `hidden`, `class_weight`, ...).
     pub training: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Meta {
+    /// The name of the encoder the head was trained over, if it records one (`minilm` for the
+    /// file names older heads record: `minilm-int8.onnx`).
+    pub fn trained_over(&self) -> Option<&str> {
+        let e = self.encoder.as_deref()?;
+        Some(e.strip_suffix(".onnx").map_or(e, |f| f.trim_end_matches("-int8").trim_end_matches("-fp32")))
+    }
+
+    /// Why the head cannot be used over `encoder`: trained over another one.
+    pub fn refuses(&self, encoder: &str) -> Option<String> {
+        let trained = self.trained_over().filter(|t| *t != encoder)?;
+        Some(format!("trained over encoder '{trained}', but model.encoder is '{encoder}': its answers over these embeddings would be noise (train one over '{encoder}': `make heads`)"))
+    }
 }
 
 /// Model parameters in one flat vector: softmax `W (k x dim), b (k)`; MLP
@@ -415,6 +431,17 @@ pub fn argmax(v: &[f32]) -> (usize, f32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_head_names_the_encoder_it_was_trained_over() {
+        let meta = |e: Option<&str>| Meta { encoder: e.map(String::from), ..Meta::default() };
+        assert_eq!(meta(Some("minilm-int8.onnx")).trained_over(), Some("minilm"), "older heads record the file");
+        assert_eq!(meta(Some("multilingual-e5-small")).trained_over(), Some("multilingual-e5-small"));
+        assert_eq!(meta(Some("minilm")).refuses("minilm"), None);
+        assert_eq!(meta(None).refuses("minilm"), None, "a head that records nothing is taken as it is");
+        let why = meta(Some("minilm")).refuses("multilingual-e5-small").unwrap();
+        assert!(why.contains("trained over encoder 'minilm', but model.encoder is 'multilingual-e5-small'"), "{why}");
+    }
+
     use super::*;
 
     fn labels(n: usize) -> Vec<String> {

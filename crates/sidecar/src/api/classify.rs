@@ -65,6 +65,7 @@ pub async fn classify(State(pipeline): State<Arc<Pipeline>>, body: Result<Json<C
         // What the Route RPC would do with the prompt: unreadable ones go to the default model.
         let unread = policy.cache_policy.unread(&e.reading);
         let decision = if policy.decider.can_read(&e.reading) { policy.decider.decide(&e.vector, None) } else { policy.decider.decide_unreadable(None) };
+        let decision = policy.decider.in_language(decision, e.reading.language);
         let decide_us = micros(t0);
         let t0 = Instant::now();
         let jailbreak = match pipeline.jailbreak_opinion(&policy, text, &e.vector, Some(&decision.category)).await {
@@ -78,7 +79,7 @@ pub async fn classify(State(pipeline): State<Arc<Pipeline>>, body: Result<Json<C
             // How much the encoder read, and whether the semantic cache may match on it.
             obj.insert(
                 "reading".into(),
-                json!({"tokens": e.reading.tokens, "unknown_tokens": e.reading.unknown, "unknown_share": e.reading.unknown_share(), "truncated": e.reading.truncated, "semantic_cache": unread.map_or("eligible", |u| u.name())}),
+                json!({"tokens": e.reading.tokens, "unknown_tokens": e.reading.unknown, "unknown_share": e.reading.unknown_share(), "truncated": e.reading.truncated, "foreign_language": e.reading.foreign, "semantic_cache": unread.map_or("eligible", |u| u.name())}),
             );
             if let Some((score, action)) = jailbreak {
                 obj.insert("jailbreak".into(), json!({"score": score, "action": action}));
