@@ -227,3 +227,33 @@ fn earlier_user_turns_come_from_the_context() {
     assert!(earlier_user_turns("not json").is_empty());
     assert!(earlier_user_turns(r#"{"messages":[{"role":"user","content":[]}]}"#).is_empty());
 }
+
+#[tokio::test]
+async fn a_prompt_goes_to_a_model_that_speaks_its_language() {
+    use vane_model::language::Language;
+    let dir = temp_dir();
+    write_head(&dir, "topics.json", &["math", "history", "other"], 10.0);
+    let text = ROUTING
+        .replace("big: { cost: 5, reasoning_family: deepseek }", "big: { cost: 5, reasoning_family: deepseek, languages: [en] }\n    qwen: { cost: 2, reasoning_family: qwen3, languages: [en, zh] }")
+        .replace("general: { cost: 1, reasoning_family: gpt-oss }", "general: { cost: 1, reasoning_family: gpt-oss, languages: [en, fr] }")
+        .replace("small: { cost: 0.1, reasoning_family: qwen3 }", "small: { cost: 0.1, reasoning_family: qwen3, languages: [en] }");
+    let (config, heads, errors) = section(&text, &dir);
+    assert!(errors.is_empty(), "{errors:?}");
+    let r = Decider::build(&config, &heads, &queue()).await.unwrap();
+
+    let d = r.in_language(r.decide(&axis("solve x"), None), Language::En);
+    assert_eq!((d.model.as_str(), d.language, d.moved_for_language.as_deref()), ("big", "en", None));
+    // math's candidates (big, general) speak no Chinese, nor does the default model: the
+    // cheapest model that does, with its own reasoning settings and the category's wish to reason.
+    let d = r.in_language(r.decide(&axis("solve x"), None), Language::Zh);
+    assert_eq!((d.model.as_str(), d.language, d.moved_for_language.as_deref()), ("qwen", "zh", Some("big")));
+    assert_eq!(d.body_patch, Some(json!({"chat_template_kwargs": {"enable_thinking": true}})));
+    // French: big does not speak it, general (the next candidate) does.
+    let d = r.in_language(r.decide(&axis("solve x"), None), Language::Fr);
+    assert_eq!((d.model.as_str(), d.moved_for_language.as_deref()), ("general", Some("big")));
+    // Nobody speaks Korean: the decision stands.
+    let d = r.in_language(r.decide(&axis("hello!"), None), Language::Ko);
+    assert_eq!((d.model.as_str(), d.moved_for_language.as_deref()), ("small", None));
+    let d = r.in_language(r.decide(&axis("the war"), None), Language::Und);
+    assert_eq!((d.model.as_str(), d.language), ("general", "und"), "undetermined text is every model's");
+}
