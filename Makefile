@@ -14,7 +14,7 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit e2e clean heads cache-eval cache-ceiling \
+.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit e2e clean heads heads-minilm heads-e5 cache-eval cache-ceiling \
 	containers images compose-config compose-up compose-down compose-test
 
 help:
@@ -128,7 +128,9 @@ HEAD_EVAL  = cargo run --release -p vane-tools -- eval --cache-embeddings target
 
 SHARED_DATA ?= ../shared/data
 
-heads: venv models
+heads: heads-minilm heads-e5
+
+heads-minilm: venv models
 	@mkdir -p target/heads
 	$(HEAD_TRAIN) --data config/heads/data/mmlu_pro_train.jsonl --text-field question --label-field category \
 		--out config/heads/mmlu_pro_categories.json --holdout-out target/heads/mmlu_pro_holdout.jsonl
@@ -153,6 +155,42 @@ heads: venv models
 	test ! -f $(SHARED_DATA)/safety/toxic_chat_train.jsonl || $(HEAD_EVAL) --data $(SHARED_DATA)/safety/toxic_chat_train.jsonl \
 		--head config/heads/jailbreak.json --text-field user_input --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
 
+# The same heads over the multilingual encoder (config/vane-multilingual.yaml). The category head
+# learns from MMLU-Pro and from Chinese questions written for Vane (config/heads/data/zh_*); it is
+# measured on English and Chinese rows it never saw, and on CMMLU's dev split when the shared data
+# is there (CC BY-NC-SA: evaluation only, never copied or trained on). An English-only head shows
+# how far the encoder alone carries English training to Chinese (target/heads/e5/, not shipped).
+E5_CONFIG = config/vane-multilingual.yaml
+E5_HEADS  = config/heads/multilingual-e5-small
+CMMLU     = $(SHARED_DATA)/multilingual/cmmlu_dev_categories.jsonl
+
+heads-e5: venv models
+	@mkdir -p target/heads/e5 $(E5_HEADS)
+	cat config/heads/data/mmlu_pro_train.jsonl config/heads/data/zh_categories_train.jsonl > target/heads/e5/categories_train.jsonl
+	$(HEAD_TRAIN) --config $(E5_CONFIG) --data target/heads/e5/categories_train.jsonl --text-field question --label-field category \
+		--out $(E5_HEADS)/mmlu_pro_categories.json --holdout-out target/heads/e5/categories_holdout.jsonl
+	$(PY) -c 'import json,sys,re; rows=[json.loads(l) for l in open(sys.argv[1])]; zh=re.compile("[\u4e00-\u9fff]"); \
+		[open(f"target/heads/e5/holdout_{k}.jsonl","w").writelines(json.dumps(r,ensure_ascii=False)+"\n" for r in rows if bool(zh.search(r["question"]))==(k=="zh")) for k in ("en","zh")]' \
+		target/heads/e5/categories_holdout.jsonl
+	$(HEAD_EVAL) --config $(E5_CONFIG) --data target/heads/e5/holdout_en.jsonl --head $(E5_HEADS)/mmlu_pro_categories.json
+	$(HEAD_EVAL) --config $(E5_CONFIG) --data target/heads/e5/holdout_zh.jsonl --head $(E5_HEADS)/mmlu_pro_categories.json
+	$(HEAD_EVAL) --config $(E5_CONFIG) --data config/heads/data/zh_categories_dev.jsonl --head $(E5_HEADS)/mmlu_pro_categories.json
+	test ! -f $(CMMLU) || $(HEAD_EVAL) --config $(E5_CONFIG) --data $(CMMLU) --head $(E5_HEADS)/mmlu_pro_categories.json
+	$(HEAD_TRAIN) --config $(E5_CONFIG) --data config/heads/data/mmlu_pro_train.jsonl --text-field question --label-field category \
+		--out target/heads/e5/english_only_categories.json
+	test ! -f $(CMMLU) || $(HEAD_EVAL) --config $(E5_CONFIG) --data $(CMMLU) --head target/heads/e5/english_only_categories.json
+	$(HEAD_EVAL) --config $(E5_CONFIG) --data config/heads/data/zh_categories_dev.jsonl --head target/heads/e5/english_only_categories.json
+	$(HEAD_TRAIN) --config $(E5_CONFIG) --data config/heads/data/mmlu_pro_model_success.jsonl --text-field question --label-field small_ok \
+		--kind softmax --holdout 0 --out $(E5_HEADS)/mmlu_pro_small_model_success.json
+	$(HEAD_EVAL) --config $(E5_CONFIG) --data config/heads/data/mmlu_pro_model_success_holdout.jsonl --head $(E5_HEADS)/mmlu_pro_small_model_success.json \
+		--positive 1 --threshold 0.62
+	$(HEAD_TRAIN) --config $(E5_CONFIG) --data config/heads/data/jailbreak_train.jsonl --text-field prompt --label-field jailbreaking \
+		--kind softmax --l2 1e-4 --holdout 0 --phrase-features --out $(E5_HEADS)/jailbreak.json
+	$(HEAD_EVAL) --config $(E5_CONFIG) --data config/heads/data/benign_dangerous_eval.jsonl --head $(E5_HEADS)/jailbreak.json \
+		--text-field prompt --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
+	test ! -f $(SHARED_DATA)/safety/toxic_chat_train.jsonl || $(HEAD_EVAL) --config $(E5_CONFIG) --data $(SHARED_DATA)/safety/toxic_chat_train.jsonl \
+		--head $(E5_HEADS)/jailbreak.json --text-field user_input --label-field jailbreaking --positive 1 --threshold 0.85 --windowed
+
 # The semantic cache's hit rule (cosine >= threshold, guard agrees) on labelled pairs: the trap
 # set in config/cache_eval/, the GPTCache paraphrases and QQP dev (read from shared data, never
 # copied: non-commercial licence). docs/cache-threshold.md has the numbers. Not part of `make test`.
@@ -163,6 +201,12 @@ cache-eval: venv models
 	$(CACHE_EVAL) --pairs config/cache_eval/traps.jsonl
 	$(CACHE_EVAL) --pairs $(PARAPHRASE)/gptcache_mock_paraphrase_pairs.jsonl --q1-field origin --q2-field similar
 	$(CACHE_EVAL) --pairs $(PARAPHRASE)/qqp_pairs_dev.jsonl
+	@# Chinese question pairs written for Vane: MiniLM reads no Chinese, so it matches none...
+	$(CACHE_EVAL) --pairs config/cache_eval/zh_question_pairs.jsonl
+	@# ...the multilingual encoder: those, and the English sets again.
+	$(CACHE_EVAL) --config $(E5_CONFIG) --pairs config/cache_eval/zh_question_pairs.jsonl
+	$(CACHE_EVAL) --config $(E5_CONFIG) --pairs config/cache_eval/traps.jsonl
+	$(CACHE_EVAL) --config $(E5_CONFIG) --pairs $(PARAPHRASE)/qqp_pairs_dev.jsonl
 
 # An upper bound, not a product feature: classifiers fitted on QQP itself (cross-validated) over
 # what the shipped encoder gives, plus a second encoder from PyPI. Extra packages for it only.

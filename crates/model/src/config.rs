@@ -122,3 +122,33 @@ mod defaults {
     pub fn max_batch_tokens() -> usize { 8192 }
     pub fn queue() -> usize { 1024 }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::language::Language;
+
+    fn section(extra: &str) -> ModelConfig {
+        serde_yaml_ng::from_str(&format!("onnx: m.onnx\ntokenizer: t.json\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn an_encoder_brings_its_prefix_and_languages_unless_the_config_says_otherwise() {
+        let minilm = section("");
+        assert_eq!((minilm.encoder.as_str(), minilm.prefix(), minilm.languages()), ("minilm", "", Languages::Only(vec![Language::En])));
+        let e5 = section("encoder: multilingual-e5-small\n");
+        assert_eq!((e5.prefix(), e5.languages()), ("query: ", Languages::All));
+        let narrowed = section("encoder: multilingual-e5-small\nlanguages: [en, zh]\nprefix: ''\n");
+        assert_eq!((narrowed.prefix(), narrowed.languages()), ("", Languages::Only(vec![Language::En, Language::Zh])));
+    }
+
+    #[test]
+    fn an_encoder_of_its_own_must_say_which_languages_it_reads() {
+        let mut errors = Vec::new();
+        section("encoder: my-bert\n").check(&mut errors);
+        assert!(errors.iter().any(|e| e.starts_with("model.languages: encoder 'my-bert' is not one of")), "{errors:?}");
+        let mut errors = Vec::new();
+        section("encoder: my-bert\nlanguages: [de]\n").check(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}

@@ -2,7 +2,7 @@
 //! called by N concurrent gRPC clients with distinct short prompts (every call is a cache miss
 //! that runs the encoder and the routing decision).
 //!
-//! `cargo run --release -p vane-sidecar --example route_bench -- [--seconds 5] [--callers 1,16,128] [--encoders N] [--tracing]`
+//! `cargo run --release -p vane-sidecar --example route_bench -- [--config config/vane.yaml] [--models int8,fp32] [--seconds 5] [--callers 1,16,128] [--encoders N] [--tracing]`
 //! prints one row per (model, batching, callers): p50/p99 latency and the sustained rate.
 //! Logging is installed as in the sidecar; `--tracing` also exports every trace (sampling 1.0)
 //! to the collector the `OTEL_EXPORTER_OTLP_*` variables name (default 127.0.0.1:4317).
@@ -93,11 +93,14 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init(Some(&tracing), &exporter_metrics)?;
     eprintln!("tracing: {}", if telemetry.tracing() { tracing.url() } else { "off".into() });
     let counter = Arc::new(AtomicUsize::new(0));
+    println!("encoder: {}", Config::load(std::path::Path::new(&config_path))?.model.encoder);
     println!("| model | batching | callers | p50 ms | p99 ms | Route/s | errors |\n|---|---|---|---|---|---|---|");
     for model in models.split(',') {
         for batching in [true, false] {
             let mut config = Config::load(std::path::Path::new(&config_path))?;
-            config.model.onnx = config.model.onnx.with_file_name(format!("minilm-{model}.onnx"));
+            // The configuration's own encoder in this precision (minilm-int8.onnx -> minilm-fp32.onnx).
+            let file = config.model.onnx.file_name().map(|f| f.to_string_lossy().replace("int8", model).replace("fp32", model)).unwrap_or_default();
+            config.model.onnx = config.model.onnx.with_file_name(file);
             if !batching {
                 config.model.max_batch = 1;
             }

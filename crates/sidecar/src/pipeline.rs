@@ -18,6 +18,7 @@ use vane_cache::policy::CachePolicy;
 use vane_cache::snapshot::SnapshotError;
 use vane_cache::{CacheError, Fingerprint, Hit, Partition, PromptKey, Selector};
 use vane_model::Reading;
+use vane_model::language::{self, Language};
 use vane_model::batching::{EmbedError, EmbedQueue, Embedded};
 use vane_routing::conversation::{self, State};
 use vane_routing::jailbreak::{Jailbreak, Outcome, Plan};
@@ -254,7 +255,14 @@ impl Pipeline {
         }
         let turns = if routed { earlier_user_turns(&req.context) } else { Vec::new() };
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
-        let fingerprint = Fingerprint::within(&p.cache_epoch, &req.context);
+        // Answers are in the language of their question: a multilingual encoder puts "天空为什么是
+        // 蓝色的" next to "why is the sky blue", but an English answer is no answer to it. Latin
+        // text of no known language is keyed as English (mostly code and formulas).
+        let language = match language::detect(&req.prompt).language {
+            Language::Und => Language::En,
+            l => l,
+        };
+        let fingerprint = Fingerprint::within(&format!("{}/{language}", p.cache_epoch), &req.context);
         let prompt = PromptKey::of(&req.prompt);
         let lookup = if control == CacheControl::Default { self.cache.as_ref() } else { None };
         // Exact tier first: an identical request is answered without running the encoder. This
