@@ -7,9 +7,11 @@ use serde::Deserialize;
 
 use crate::language::Languages;
 
-/// The encoders Vane ships (models/README.md): name, the prefix each text gets, the languages
-/// its embeddings stand for.
-const KNOWN: &[(&str, &str, fn() -> Languages)] = &[
+/// An encoder Vane ships: name, the prefix each text gets, the languages its embeddings stand for.
+type Known = (&'static str, &'static str, fn() -> Languages);
+
+/// The encoders Vane ships (models/README.md).
+const KNOWN: &[Known] = &[
     ("minilm", "", Languages::default),
     ("multilingual-e5-small", "query: ", || Languages::All),
 ];
@@ -72,7 +74,7 @@ pub enum Device {
     Cuda,
 }
 impl ModelConfig {
-    fn known(&self) -> Option<&(&'static str, &'static str, fn() -> Languages)> {
+    fn known(&self) -> Option<&Known> {
         KNOWN.iter().find(|(name, ..)| *name == self.encoder)
     }
 

@@ -59,7 +59,7 @@ fn a_head_trained_over_another_encoder_is_refused_with_the_reason() {
     let anchor = "model:\n";
     assert!(demo.contains(anchor));
     let other = demo.replacen(anchor, "model:\n  encoder: multilingual-e5-small\n", 1);
-    let err = Config::from_yaml(&other, &dir).err().expect("MiniLM's heads are refused over E5").to_string();
+    let err = Config::from_yaml(&other, &dir).expect_err("MiniLM's heads are refused over E5").to_string();
     for field in ["routing.head", "safety.jailbreak.head"] {
         assert!(err.contains(&format!("{field}: ")), "{err}");
     }
