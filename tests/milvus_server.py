@@ -139,10 +139,21 @@ class MilvusServer:
             time.sleep(0.2)
         raise TimeoutError(f"milvus not healthy after {timeout:.0f} s; see {self.dir / 'logs'}")
 
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs as a wedged node does, its connections open and unanswered."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, kill: bool = False) -> None:
         """SIGTERM (SIGKILL with `kill`, or after 15 s) to the server's PID; data stays for a restart."""
         if self.proc is None:
             return
+        self.resume()  # a paused server would not act on SIGTERM
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:

@@ -24,11 +24,27 @@ response carries ``x-mock-upstream: <name>``.
 
 Failures are injected by request headers on a chat request, and only so:
   x-mock-status: <4xx|5xx>   answer with that status and an OpenAI error body.
+  x-mock-status: <2xx>       the usual answer (JSON or SSE) with that status instead of 200
+                             (203, 206, ...; not 204/205, which carry no body).
   x-mock-truncate: 1 | rst   break the response: a stream sends its first two chunks and closes
                              without the rest or ``[DONE]``; a JSON answer declares its whole
                              Content-Length, sends half and closes. ``rst`` closes with a TCP
                              reset instead of a FIN.
   x-mock-delay: <seconds>    overrides ``--delay`` (the wait before the response, errors too).
+The answers that look fine and are not (a 200 that a cache must not keep):
+  x-mock-finish: <reason>    the finish_reason (``length``: the answer cut to its first half, as
+                             ``max_tokens`` cuts it; ``content_filter``, ...).
+  x-mock-content: <text>     the assistant's text instead of the usual one (e.g. "The server is
+                             overloaded. Please try again later.").
+  x-mock-cache-control: <v>  the response's Cache-Control (a stream's is otherwise ``no-cache``).
+  x-mock-content-type: <v>   the response's Content-Type.
+  x-mock-error: <kind>       an error in a 200 answer. A stream sends its first content chunk,
+                             then the error, then the rest, the finish and ``[DONE]``: ``event``
+                             (``event: error`` with a data object that has no ``error`` key),
+                             ``object`` (vLLM's ``{"object": "error", ...}``), ``key`` (an
+                             ``{"error": {...}}`` event), ``type`` (``{"type": "error", ...}``).
+                             A JSON answer is that error body itself (``object``: vLLM's, else
+                             OpenAI's ``{"error": {...}}``).
 """
 
 from __future__ import annotations
@@ -113,11 +129,13 @@ class Handler(BaseHTTPRequestHandler):
                  f"x-mock-upstream: {self.server.name}", *(f"{k}: {v}" for k, v in headers)]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _send_json(self, status: int, obj) -> None:
+    def _send_json(self, status: int, obj, extra_headers: list[tuple[str, str]] = ()) -> None:
+        """``extra_headers`` (cache-control, content-type) replace the defaults of the same name."""
         body = json.dumps(obj).encode()
+        names = {k for k, _ in extra_headers}
+        headers = [h for h in [("content-type", "application/json")] if h[0] not in names]
         # Head and body in one write: one segment for small answers.
-        self.wfile.write(self._head(status, [("content-type", "application/json"),
-                                             ("content-length", str(len(body)))]) + body)
+        self.wfile.write(self._head(status, [*headers, *extra_headers, ("content-length", str(len(body)))]) + body)
 
     def _error(self, status: int, message: str, **kw) -> None:
         self._send_json(status, error_body(status, message, **kw))
@@ -203,6 +221,7 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(delay)
             return self._error(int(status), f"Injected failure from mock upstream '{self.server.name}' "
                                             f"(status {status}).")
+        status = int(status) if status.isdigit() and 200 <= int(status) <= 299 and int(status) not in (204, 205) else 200
         if "body_text" in entry:
             return self._error(400, "We could not parse the JSON body of your request. (HINT: This likely "
                                     "means you aren't using your HTTP library correctly. The OpenAI API "
@@ -213,9 +232,16 @@ class Handler(BaseHTTPRequestHandler):
 
         truncate = headers.get("x-mock-truncate", "").strip().lower()
         truncate = truncate if truncate in ("1", "rst") else None
+        finish = headers.get("x-mock-finish", "").strip() or "stop"
+        error = headers.get("x-mock-error", "").strip().lower() or None
+        extra_headers = [(k, headers[f"x-mock-{k}"]) for k in ("cache-control", "content-type") if f"x-mock-{k}" in headers]
         time.sleep(delay)
         last_user = [m for m in body["messages"] if m.get("role") == "user"] or body["messages"][-1:]
-        content = f"{self.server.name} answers: {message_text(last_user[-1].get('content'))}"
+        content = headers.get("x-mock-content") or \
+            f"{self.server.name} answers: {message_text(last_user[-1].get('content'))}"
+        if finish == "length":  # cut where max_tokens would have cut it
+            words = WORDS.findall(content)
+            content = "".join(words[:max(len(words) // 2, 1)]).rstrip()
         prompt_tokens = sum(len(message_text(m.get("content")).split()) + 3 for m in body["messages"])
         completion_tokens = len(content.split())
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -223,19 +249,34 @@ class Handler(BaseHTTPRequestHandler):
         base = {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": body["model"]}
         if body.get("stream"):
             self._stream(base, content, usage if (body.get("stream_options") or {}).get("include_usage") else None,
-                         truncate)
+                         truncate, status=status, finish=finish, error=error, extra_headers=extra_headers)
             return
         answer = {**base, "object": "chat.completion", "usage": usage, "choices": [{
             "index": 0, "message": {"role": "assistant", "content": content},
-            "logprobs": None, "finish_reason": "stop"}]}
+            "logprobs": None, "finish_reason": finish}]}
+        if error:
+            answer = self._error_object("object" if error == "object" else "key")
         if not truncate:
-            return self._send_json(200, answer)
+            return self._send_json(status, answer, extra_headers)
         data = json.dumps(answer).encode()  # promise the whole body, send half of it, then close
-        self.wfile.write(self._head(200, [("content-type", "application/json"),
-                                          ("content-length", str(len(data)))]) + data[:len(data) // 2])
+        self.wfile.write(self._head(status, [("content-type", "application/json"),
+                                             ("content-length", str(len(data)))]) + data[:len(data) // 2])
         self._abort(truncate)
 
-    def _stream(self, base: dict, content: str, usage: dict | None, truncate: str | None) -> None:
+    def _error_object(self, kind: str) -> dict:
+        """An error as a 200 body or stream event carries it (see x-mock-error)."""
+        message = f"Injected error from mock upstream '{self.server.name}': the model is overloaded."
+        if kind == "object":  # vLLM's ErrorResponse
+            return {"object": "error", "message": message, "type": "ServiceUnavailableError", "param": None,
+                    "code": 503}
+        if kind == "type":  # Anthropic-style event
+            return {"type": "error", "error": {"type": "overloaded_error", "message": message}}
+        if kind == "event":  # the data of an `event: error`: no `error` key
+            return {"message": message, "code": 503}
+        return error_body(503, message)
+
+    def _stream(self, base: dict, content: str, usage: dict | None, truncate: str | None, *, status: int = 200,
+                finish: str = "stop", error: str | None = None, extra_headers: list[tuple[str, str]] = ()) -> None:
         def event(delta: dict | None, finish=None, **extra) -> bytes:
             choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
             obj = {**base, "object": "chat.completion.chunk", "choices": choices, **extra}
@@ -248,14 +289,19 @@ class Handler(BaseHTTPRequestHandler):
 
         events = [event({"role": "assistant", "content": ""})]
         events += [event({"content": word}) for word in WORDS.findall(content)]
-        events.append(event({}, "stop"))
+        if error:  # after the first content chunk, the rest still follows
+            name = b"event: error\n" if error == "event" else b""
+            events.insert(2, frame(name + b"data: " + json.dumps(self._error_object(error)).encode() + b"\n\n"))
+        events.append(event({}, finish))
         if usage is not None:
             events.append(event(None, usage=usage))
         events.append(frame(b"data: [DONE]\n\n"))
         if truncate:
             events = events[:2]  # the role chunk and the first content chunk, then nothing
-        head = self._head(200, [("content-type", "text/event-stream; charset=utf-8"),
-                                ("cache-control", "no-cache"), ("transfer-encoding", "chunked")])
+        defaults = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
+        names = {k for k, _ in extra_headers}
+        head = self._head(status, [*(h for h in defaults if h[0] not in names), *extra_headers,
+                                   ("transfer-encoding", "chunked")])
         try:
             self.wfile.write(head + events[0])
             for ev in events[1:]:

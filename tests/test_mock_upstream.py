@@ -390,6 +390,75 @@ def test_truncated_json(port, client):
                                        extra_headers={"x-mock-truncate": "1"})
 
 
+# ---- answers a cache must not keep -----------------------------------------------------------
+
+
+def sse_blocks(raw: bytes) -> list[str]:
+    """The events of an SSE body as written (``event:`` lines included)."""
+    text = raw.decode()
+    assert text.endswith("data: [DONE]\n\n"), text[-200:]
+    return text.split("\n\n")[:-1]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [201, 203, 206])
+def test_a_2xx_status_other_than_200_with_the_usual_answer(port, status, stream):
+    resp, raw = post(port, "/v1/chat/completions", chat_body("hi", stream=stream), {"x-mock-status": str(status)})
+    assert resp.status == status
+    if stream:
+        assert parse_sse(raw)[-1] == "[DONE]"
+    else:
+        assert json.loads(raw)["choices"][0]["message"]["content"] == "math-model answers: hi"
+    resp, _ = post(port, "/v1/chat/completions", chat_body(), {"x-mock-status": "204"})
+    assert resp.status == 200, "204 carries no body: not injected"
+
+
+def test_finish_reason_content_and_headers_are_injected(port, client):
+    r = client.chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "one two three four five six"}],
+        extra_headers={"x-mock-finish": "length", "x-mock-cache-control": "no-store",
+                       "x-mock-content-type": "application/json; charset=utf-8"})
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["content-type"] == "application/json; charset=utf-8"
+    c = r.parse()
+    assert c.choices[0].finish_reason == "length"
+    assert c.choices[0].message.content == "math-model answers: one two"  # cut in half
+    assert c.usage.completion_tokens == 4  # what was sent
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
+        extra_headers={"x-mock-finish": "content_filter", "x-mock-content": "The server is overloaded."})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The server is overloaded."
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    resp, raw = post(port, "/v1/chat/completions", chat_body(stream=True), {"x-mock-cache-control": "private"})
+    assert resp.getheader("cache-control") == "private", "replaces the stream's no-cache"
+
+
+def test_error_events_in_a_200_stream(port):
+    for kind, want in [("event", None), ("object", "error"), ("key", None), ("type", None)]:
+        resp, raw = post(port, "/v1/chat/completions", chat_body("a b c", stream=True), {"x-mock-error": kind})
+        assert resp.status == 200
+        blocks = sse_blocks(raw)
+        error = blocks[2]  # after the role chunk and the first content chunk
+        if kind == "event":
+            assert error.startswith("event: error\ndata: ")
+            assert "error" not in json.loads(error.split("data: ", 1)[1]), "no error key"
+        else:
+            data = json.loads(error.removeprefix("data: "))
+            assert data.get("object") == want
+            assert ("error" in data) == (kind in ("key", "type"))
+            assert kind != "type" or data["type"] == "error"
+        finish = json.loads(blocks[-2].removeprefix("data: "))
+        assert finish["choices"][0]["finish_reason"] == "stop", "the finish and [DONE] follow"
+
+
+def test_error_bodies_with_200(port):
+    resp, raw = post(port, "/v1/chat/completions", chat_body(), {"x-mock-error": "object"})
+    assert resp.status == 200 and json.loads(raw)["object"] == "error"
+    resp, raw = post(port, "/v1/chat/completions", chat_body(), {"x-mock-error": "key"})
+    assert resp.status == 200 and json.loads(raw)["error"]["type"] == "server_error"
+
+
 # ---- delay and recording -----------------------------------------------------------------
 
 

@@ -1,6 +1,9 @@
 """The semantic cache on Milvus (cache.backend: milvus) through Envoy, against a real Milvus 2.3.5
 (tests/milvus_server.py): repeats and paraphrases are hits; with Milvus stopped mid-run requests
-are still served (misses, errors counted); once it is back the sidecar reconnects and hits again."""
+are still served (misses, errors counted); once it is back the sidecar reconnects and hits again.
+A hung Milvus (paused: connections open, nothing answered) opens the circuit breaker within a
+second, after which requests are plain misses that do not wait for it, until a probe finds it
+answering again."""
 from __future__ import annotations
 
 import sys
@@ -91,3 +94,51 @@ def test_admin_invalidate_and_flush_on_milvus(make_stack, milvus, tmp_path):
     status, got = admin_request(v.stack, "/v1/cache/flush", {})
     assert status == 200 and got["invalidated"] >= 1, got
     gone(MATH)
+
+
+def metric(v, name: str, labels: str = "") -> float:
+    """The sum of the sidecar's ``name`` series whose labels include ``labels``."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in v.get_metrics_text().splitlines()
+               if line.startswith(name + "{") and labels in line)
+
+
+def lookup_errors(v) -> float:
+    return sum(metric(v, "vane_cache_errors_total", f'backend="milvus",op="{op}"') for op in ("lookup_exact", "lookup"))
+
+
+def test_a_hung_milvus_opens_the_circuit_and_requests_stop_waiting_for_it(make_stack, milvus, tmp_path):
+    v = make_stack(sidecar_config=milvus_config(tmp_path, milvus.address))
+    first = v.chat_stored(ROME)
+    assert v.chat(ROME).cache == "hit"
+    assert metric(v, "vane_cache_breaker_transitions_total") == 0
+
+    milvus.pause()  # SIGSTOP: every lookup waits for its timeout
+    try:
+        paused = time.monotonic()
+        n = 0
+        while time.monotonic() - paused < 1.0:  # the first requests may wait (or fall back)
+            n += 1
+            r = v.chat(f"What is {n} plus {n}?")
+            assert r.status == 200, r
+        assert metric(v, "vane_cache_breaker_open", 'backend="milvus"') == 1, "open within a second"
+        assert metric(v, "vane_cache_breaker_transitions_total", 'to="open"') >= 1
+        assert "milvus cache circuit open" in (v.stack.dir / "sidecar.log").read_text()
+        # Open: a request costs a miss. No lookup reaches Milvus, so none times out.
+        failed, skipped = lookup_errors(v), metric(v, "vane_cache_breaker_skipped_total", 'op="lookup')
+        took = []
+        for i in range(5):
+            started = time.monotonic()
+            r = v.chat(f"Name a prime number above {100 * (i + 1)}.")
+            took.append(time.monotonic() - started)
+            assert r.status == 200 and r.cache == "miss" and r.header("x-vane-fallback") is None, r
+        assert lookup_errors(v) == failed, "no lookup asked Milvus"
+        assert metric(v, "vane_cache_breaker_skipped_total", 'op="lookup') >= skipped + 10, "both tiers skipped"
+        assert sorted(took)[2] < 0.16, f"a request waits for no lookup timeout (2 x 80 ms): {took}"
+    finally:
+        milvus.resume()
+
+    # A probe in the background finds Milvus answering and closes the circuit: hits again.
+    r = v.wait_cached(chat_body(ROME), timeout=30)
+    assert r.body == first.body, r
+    assert metric(v, "vane_cache_breaker_open", 'backend="milvus"') == 0
+    assert metric(v, "vane_cache_breaker_transitions_total", 'to="closed"') >= 1

@@ -1,5 +1,8 @@
-"""Only complete 2xx answers are cached: upstream errors and broken (truncated) answers are
-passed to the client as they are and never served again from the cache."""
+"""Only complete, successful answers are cached: upstream errors, broken (truncated) answers and
+answers that look successful but are not (a 203 or 206, an error inside a 200 stream, a cut or
+filtered answer, an overload notice, Cache-Control: no-store) are passed to the client as they
+are and never served again from the cache. The sidecar decides (crates/sidecar/src/completion.rs)
+and counts each refusal by reason in vane_cache_stores_total{result}."""
 from __future__ import annotations
 
 import http.client
@@ -10,6 +13,7 @@ import time
 import pytest
 
 from helpers import chat_body, sse_chunks, sse_content, sse_events
+from stack import wait_until
 
 MATH = "Solve 2x + 5 = 17 for x."
 
@@ -98,3 +102,53 @@ def test_a_stream_the_client_abandons_is_not_cached(vane):
     r = vane.post(body)
     assert r.status == 200 and sse_content(r.body).endswith("word59"), r
     vane.wait_cached(body)
+
+
+# Answers that look fine and are not, as the mock upstream sends them (tests/mock_upstream.py):
+# (test id, request headers that inject it, streamed, the Store result that refuses it).
+NOT_CACHEABLE = [
+    ("status-203", {"x-mock-status": "203"}, False, "status"),
+    ("status-206-stream", {"x-mock-status": "206"}, True, "status"),
+    ("error-event-without-an-error-key", {"x-mock-error": "event"}, True, "upstream_error"),
+    ("object-error-then-finish-and-done", {"x-mock-error": "object"}, True, "upstream_error"),
+    ("type-error-event", {"x-mock-error": "type"}, True, "upstream_error"),
+    ("error-key-event", {"x-mock-error": "key"}, True, "upstream_error"),
+    ("error-body-with-200", {"x-mock-error": "object"}, False, "upstream_error"),
+    ("finish-length", {"x-mock-finish": "length"}, False, "finish_length"),
+    ("finish-length-stream", {"x-mock-finish": "length"}, True, "finish_length"),
+    ("finish-content-filter", {"x-mock-finish": "content_filter"}, False, "finish_content_filter"),
+    ("finish-content-filter-stream", {"x-mock-finish": "content_filter"}, True, "finish_content_filter"),
+    ("cache-control-no-store", {"x-mock-cache-control": "no-store"}, False, "no_store"),
+    ("cache-control-private-stream", {"x-mock-cache-control": "private, max-age=60"}, True, "no_store"),
+    ("overloaded-text", {"x-mock-content": "The server is overloaded. Please try again later."}, False, "overloaded"),
+    ("rate-limit-text-stream", {"x-mock-content": "Rate limit exceeded"}, True, "overloaded"),
+    ("content-type-text-plain", {"x-mock-content-type": "text/plain"}, False, "content_type"),
+]
+
+
+@pytest.mark.parametrize("inject, stream, result", [c[1:] for c in NOT_CACHEABLE], ids=[c[0] for c in NOT_CACHEABLE])
+def test_an_answer_that_only_looks_successful_is_not_cached(vane, inject, stream, result):
+    sent = chat_body(MATH, stream=stream)
+    before = vane.store_counts().get(result, 0)
+    r = vane.post(sent, inject)
+    assert r.status == int(inject.get("x-mock-status", 200)) and r.cache == "miss", r
+    assert r.header("x-mock-upstream") == "math-model" and not r.truncated, r  # passed on as sent
+    # The filter sent the Store (a whole 2xx answer); the sidecar refused it, for this reason.
+    wait_until(lambda: vane.store_counts().get(result, 0) == before + 1, f"a Store refused as {result}", 5)
+    vane.assert_not_cached(sent)
+
+    r = vane.post(sent)  # the identical request: a miss that reaches the upstream
+    assert r.status == 200 and r.cache == "miss", r
+    assert r.content == f"math-model answers: {MATH}"
+    assert len(vane.upstream_requests("math-model")) == 2
+
+    hit = vane.wait_cached(sent)  # control: the complete, successful answer is cached
+    assert hit.content == f"math-model answers: {MATH}"
+
+
+def test_an_answer_that_mentions_overload_is_cached(vane):
+    text = "The server is overloaded when requests arrive faster than it can serve them; add replicas."
+    sent = chat_body(MATH)
+    r = vane.post(sent, {"x-mock-content": text})
+    assert r.status == 200 and r.content == text, r
+    assert vane.wait_cached(sent).content == text

@@ -1,5 +1,5 @@
 //! `cache:` — the semantic cache: thresholds, bounds, eviction, snapshot, per-category rules,
-//! the backend (`memory` or `milvus`) and the tickets' expiry and key.
+//! which answers may be stored, the backend (`memory` or `milvus`) and the tickets' expiry and key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub struct CacheConfig {
     pub max_entry_bytes: usize,
     /// Answers awaited: what Route computed for a request, kept until its Store or Release.
     pub tickets: TicketsConfig,
+    /// Which complete answers may be stored (the sidecar's `completion` module has every rule).
+    pub store: StoreConfig,
     #[serde(alias = "eviction_policy")]
     pub eviction: crate::eviction::Policy,
     /// Where the embedded cache is saved at shutdown (and every `snapshot_interval_seconds`,
@@ -62,6 +64,7 @@ impl Default for CacheConfig {
             max_bytes: 256 << 20,
             max_entry_bytes: 1 << 20,
             tickets: TicketsConfig::default(),
+            store: StoreConfig::default(),
             eviction: Default::default(),
             snapshot: None,
             snapshot_interval_seconds: 300,
@@ -89,6 +92,24 @@ pub struct TicketsConfig {
 impl Default for TicketsConfig {
     fn default() -> Self {
         TicketsConfig { ttl_seconds: 600, key_file: None }
+    }
+}
+
+/// `cache.store`: what the configuration decides about which answers are stored; the rest of the
+/// rules (status 200, no error, a finished completion, ...) always hold.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The finish reasons an answer's every choice must end with to be stored. `length` (cut
+    /// at `max_tokens`) and `content_filter` (withheld) are left out by default: a cache would
+    /// serve a partial answer to every later asker. Servers with their own names (TGI's
+    /// `eos_token`) may be added.
+    pub allow_finish_reasons: Vec<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { allow_finish_reasons: ["stop", "tool_calls", "function_call"].map(String::from).to_vec() }
     }
 }
 
@@ -200,6 +221,11 @@ impl CacheConfig {
         check(self.max_entry_bytes >= MIN_BYTES, format!("max_entry_bytes: must be at least {MIN_BYTES}"));
         check(self.max_bytes >= self.max_entry_bytes, "max_bytes: must be at least cache.max_entry_bytes".into());
         check(self.tickets.ttl_seconds >= 1, "tickets.ttl_seconds: must be at least 1".into());
+        let reasons = &self.store.allow_finish_reasons;
+        check(!reasons.is_empty(), "store.allow_finish_reasons: give at least one finish reason (cache.enabled: false turns the cache off)".into());
+        for (i, reason) in reasons.iter().enumerate() {
+            check(!reason.trim().is_empty() && reason.trim() == reason, format!("store.allow_finish_reasons[{i}]: must be a finish reason such as stop, not '{reason}'"));
+        }
         for (name, cat) in &self.categories {
             if let Some(t) = cat.threshold {
                 check(t > 0.0 && t <= 1.0, format!("categories.{name}.threshold: must be in (0, 1]"));

@@ -7,6 +7,7 @@
 //! must reach the similarity threshold.
 
 pub mod backend;
+pub mod breaker;
 pub mod config;
 pub mod eviction;
 pub mod guard;

@@ -27,6 +27,9 @@ pub struct CacheMetrics {
     bytes: Gauge,
     invalidated: Counter,
     errors: Family<Labels<2>, Counter>,
+    breaker_open: Family<Labels<1>, Gauge>,
+    breaker_transitions: Family<Labels<2>, Counter>,
+    breaker_skipped: Family<Labels<2>, Counter>,
 }
 
 impl Default for CacheMetrics {
@@ -40,6 +43,9 @@ impl Default for CacheMetrics {
             bytes: Gauge::default(),
             invalidated: Counter::default(),
             errors: Family::default(),
+            breaker_open: Family::default(),
+            breaker_transitions: Family::default(),
+            breaker_skipped: Family::default(),
         }
     }
 }
@@ -55,6 +61,9 @@ impl CacheMetrics {
         registry.register_with_unit("cache", "Estimated memory of the embedded cache's entries (prompt, answer, vector, bookkeeping); bounded by cache.max_bytes", Unit::Bytes, m.bytes.clone());
         registry.register("cache_invalidated", "Entries removed through the admin API (invalidate, flush)", m.invalidated.clone());
         registry.register("cache_errors", "Cache backend errors by backend and operation (answered as misses / skipped stores)", m.errors.clone());
+        registry.register("cache_breaker_open", "1 while the backend's circuit breaker is open or half-open (calls are not made: lookups miss, stores are skipped)", m.breaker_open.clone());
+        registry.register("cache_breaker_transitions", "Circuit breaker state changes by backend and state entered (open, half_open, closed)", m.breaker_transitions.clone());
+        registry.register("cache_breaker_skipped", "Backend calls not made because the circuit breaker was open, by backend and operation", m.breaker_skipped.clone());
         m
     }
 
@@ -101,6 +110,17 @@ impl CacheMetrics {
 
     pub fn error(&self, backend: &'static str, op: &'static str) {
         self.errors.get_or_create(&[("backend", backend), ("op", op)]).inc();
+    }
+
+    /// The backend's circuit breaker entered `to` (open, half_open, closed).
+    pub fn breaker(&self, backend: &'static str, to: &'static str) {
+        self.breaker_transitions.get_or_create(&[("backend", backend), ("to", to)]).inc();
+        self.breaker_open.get_or_create(&[("backend", backend)]).set(i64::from(to != "closed"));
+    }
+
+    /// A call not made: the circuit was open.
+    pub fn breaker_skipped(&self, backend: &'static str, op: &'static str) {
+        self.breaker_skipped.get_or_create(&[("backend", backend), ("op", op)]).inc();
     }
 }
 

@@ -6,9 +6,12 @@
 //! Milvus is never allowed to fail a request: every error is counted
 //! (`vane_cache_errors_total{backend="milvus",op}`) and answered as a miss or a skipped store,
 //! and the client is rebuilt (with backoff) on the next call, so a restarted Milvus is used again.
+//! Nor to slow requests down for long: after a few consecutive failed lookups or stores (errors
+//! or timeouts) a [`Breaker`] opens and Milvus is not asked at all (a lookup is a miss at once)
+//! until a probe in the background finds it answering again.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
@@ -21,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 
+use crate::breaker::{Breaker, Change};
 use crate::config::Consistency;
 use crate::metrics::CacheMetrics;
 use crate::{CacheError, Fingerprint, Floor, Hit, Partition, PromptKey, Selector, Tier};
@@ -88,7 +92,7 @@ impl MilvusCache {
     /// background connect (as every call after a failure does, with backoff).
     pub fn new(settings: MilvusSettings, threshold: f32, ttl: Duration, metrics: CacheMetrics) -> MilvusCache {
         let connection = Connection { client: None, retry_at: Instant::now(), backoff: BACKOFF_MIN };
-        let link = Arc::new(Link { settings, connection: RwLock::new(connection), reconnecting: Default::default() });
+        let link = Arc::new(Link { settings, connection: RwLock::new(connection), reconnecting: Default::default(), breaker: Breaker::default() });
         MilvusCache { link, threshold: Floor::new(threshold), ttl, metrics, last_error: Mutex::new(None), max_entry_bytes: usize::MAX }
     }
 
@@ -133,8 +137,32 @@ impl MilvusCache {
 
     /// The live entry for exactly this prompt (its id is the hash of group and prompt key).
     pub async fn lookup_exact(&self, partition: &Partition, fingerprint: Fingerprint, prompt: PromptKey, now: Instant) -> Option<Hit> {
+        self.closed("lookup_exact").ok()?;
         let result = self.within_timeout(self.try_lookup_exact(partition, fingerprint, prompt, now)).await;
-        self.fail_open("lookup_exact", result).ok().flatten()
+        self.recorded(self.fail_open("lookup_exact", result)).ok().flatten()
+    }
+
+    /// Whether the circuit breaker lets `op` ask Milvus; the call not made is counted.
+    fn closed(&self, op: &'static str) -> Result<(), CacheError> {
+        if self.link.breaker.allows() {
+            return Ok(());
+        }
+        self.metrics.breaker_skipped("milvus", op);
+        Err(CacheError::Backend("milvus circuit breaker open".into()))
+    }
+
+    /// Tells the breaker how a lookup or store went; when that opens it, a probe starts.
+    fn recorded<T>(&self, result: Result<T, CacheError>) -> Result<T, CacheError> {
+        if let Some(change) = self.link.breaker.record(result.is_ok(), Instant::now()) {
+            changed(&self.metrics, change, None);
+            tokio::spawn(probe_until_closed(Arc::downgrade(&self.link), self.metrics.clone()));
+        }
+        result
+    }
+
+    /// Whether the circuit breaker is open (or half-open): Milvus is not being asked.
+    pub fn breaker_open(&self) -> bool {
+        self.link.breaker.is_open()
     }
 
     /// Candidates are returned down to `threshold` from now on (a reloaded cache policy).
@@ -145,8 +173,9 @@ impl MilvusCache {
     /// The most similar live entry at or above the threshold whose prompt text `accept`s, among
     /// the `top_k` nearest of its group.
     pub async fn lookup(&self, partition: &Partition, fingerprint: Fingerprint, embedding: &[f32], now: Instant, mut accept: impl FnMut(&str) -> bool) -> Option<Hit> {
+        self.closed("lookup").ok()?;
         let result = self.within_timeout(self.try_candidates(partition, fingerprint, embedding, now)).await;
-        let candidates = self.fail_open("lookup", result).ok()?;
+        let candidates = self.recorded(self.fail_open("lookup", result)).ok()?;
         candidates.into_iter().filter(|c| c.hit.similarity >= self.threshold.get()).find(|c| accept(&c.text)).map(|c| c.hit)
     }
 
@@ -157,8 +186,9 @@ impl MilvusCache {
         if completion.len() > MAX_VARCHAR || text.len() > MAX_VARCHAR || bytes > self.max_entry_bytes {
             return Err(CacheError::TooLarge);
         }
+        self.closed("insert")?;
         let result = self.try_insert(partition, fingerprint, text, embedding, completion, now).await;
-        self.fail_open("insert", result)
+        self.recorded(self.fail_open("insert", result))
     }
 
     /// Deletes expired entries (searches already skip them; this keeps the collection small),
@@ -355,28 +385,8 @@ impl MilvusCache {
         }
     }
 
-    /// The current client. Never waits for a reconnect (collection setup can take seconds):
-    /// without a client the call fails at once and a reconnect runs in the background, once the
-    /// backoff after the last failed one has passed.
     async fn client(&self) -> anyhow::Result<Arc<ClientV2>> {
-        {
-            let connection = self.link.connection.read().await;
-            if let Some(client) = &connection.client {
-                return Ok(client.clone());
-            }
-            if Instant::now() < connection.retry_at {
-                bail!("milvus unavailable (waiting to reconnect)");
-            }
-        }
-        if let Ok(one) = self.link.reconnecting.clone().try_lock_owned() {
-            let link = self.link.clone();
-            tokio::spawn(async move {
-                if let Err(e) = link.reconnect(one).await {
-                    warn!(error = %format!("{e:#}"), "milvus cache reconnect failed");
-                }
-            });
-        }
-        bail!("milvus unavailable (reconnecting)")
+        self.link.client().await
     }
 
     /// The client, connecting first if needed (startup, bulk loads).
@@ -392,9 +402,82 @@ struct Link {
     connection: RwLock<Connection>,
     /// Held while connecting: one reconnect at a time.
     reconnecting: Arc<tokio::sync::Mutex<()>>,
+    /// Whether lookups and stores ask Milvus at all.
+    breaker: Breaker,
+}
+
+/// While the breaker is open: waits out its time, probes (half-open), and closes it or waits
+/// again (for longer), until it closes or the cache is dropped. One runs per opening.
+async fn probe_until_closed(link: Weak<Link>, metrics: CacheMetrics) {
+    loop {
+        let Some(until) = link.upgrade().and_then(|l| l.breaker.open_until()) else { return };
+        tokio::time::sleep_until(until.into()).await;
+        let Some(link) = link.upgrade() else { return };
+        let Some(change) = link.breaker.probe_due(Instant::now()) else { continue };
+        changed(&metrics, change, None);
+        let probed = link.probe().await;
+        if probed.is_err() {
+            metrics.error("milvus", "probe");
+        }
+        let change = link.breaker.probed(probed.is_ok(), Instant::now());
+        changed(&metrics, change, probed.err());
+        if change == Change::Closed {
+            return;
+        }
+    }
+}
+
+/// Counts and logs a change of the breaker's state (`error`: why a probe failed).
+fn changed(metrics: &CacheMetrics, change: Change, error: Option<anyhow::Error>) {
+    metrics.breaker("milvus", change.label());
+    match (change, error) {
+        (Change::Opened(open_for), None) => warn!(failures = Breaker::FAILURES, open_ms = open_for.as_millis() as u64, "milvus cache circuit open: lookups miss and stores are skipped without asking Milvus until a probe succeeds"),
+        (Change::Opened(open_for), Some(e)) => warn!(open_ms = open_for.as_millis() as u64, error = %format!("{e:#}"), "milvus cache probe failed; circuit open again"),
+        (Change::HalfOpen, _) => info!("milvus cache circuit half-open: probing Milvus"),
+        (Change::Closed, _) => info!("milvus cache circuit closed: Milvus answers again"),
+    }
 }
 
 impl Link {
+    /// The current client. Never waits for a reconnect (collection setup can take seconds):
+    /// without a client the call fails at once and a reconnect runs in the background, once the
+    /// backoff after the last failed one has passed.
+    async fn client(self: &Arc<Self>) -> anyhow::Result<Arc<ClientV2>> {
+        {
+            let connection = self.connection.read().await;
+            if let Some(client) = &connection.client {
+                return Ok(client.clone());
+            }
+            if Instant::now() < connection.retry_at {
+                bail!("milvus unavailable (waiting to reconnect)");
+            }
+        }
+        if let Ok(one) = self.reconnecting.clone().try_lock_owned() {
+            let link = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = link.reconnect(one).await {
+                    warn!(error = %format!("{e:#}"), "milvus cache reconnect failed");
+                }
+            });
+        }
+        bail!("milvus unavailable (reconnecting)")
+    }
+
+    /// The circuit breaker's probe: one small query, answered within a lookup's timeout. It runs
+    /// in the background, so unlike a request it waits for a reconnect when there is no client.
+    async fn probe(self: &Arc<Self>) -> anyhow::Result<()> {
+        let client = self.reconnect(self.reconnecting.clone().lock_owned().await).await?;
+        let request = QueryRequest::builder()
+            .collection_name(&self.settings.collection)
+            .filter("id == \"\"".to_string())
+            .output_fields(["id"])
+            .limit(1)
+            .consistency_level(ConsistencyLevel::Eventually)
+            .build()?;
+        tokio::time::timeout(self.settings.timeout, client.query(request)).await.map_err(|_| anyhow!("no answer within {:?}", self.settings.timeout))??;
+        Ok(())
+    }
+
     async fn reconnect(&self, _one: tokio::sync::OwnedMutexGuard<()>) -> anyhow::Result<Arc<ClientV2>> {
         if let Some(client) = &self.connection.read().await.client {
             return Ok(client.clone());
@@ -629,6 +712,51 @@ mod tests {
         assert_ne!(a, group_of(&p("a", "n"), fp));
         assert_ne!(a, group_of(&p("a", "m"), Fingerprint::of("other")));
         assert_ne!(group_of(&p("ab", ""), fp), group_of(&p("a", "b"), fp), "lengths are part of the hash");
+    }
+
+    #[tokio::test]
+    async fn a_failing_milvus_opens_the_breaker_and_is_then_not_asked() {
+        let standalone = crate::metrics::Standalone::default();
+        // Nobody listens there: every call fails at once (no client, a reconnect in the background).
+        let settings = MilvusSettings { address: "http://127.0.0.1:1".into(), collection: "c".into(), consistency: ConsistencyLevel::Bounded, timeout: Duration::from_millis(80), top_k: 5, ef: 64, dim: 4 };
+        let cache = MilvusCache::new(settings, 0.9, Duration::from_secs(60), standalone.metrics.clone());
+        let (p, fp) = (Partition { tenant: "t".into(), model: "m".into() }, Fingerprint::of(""));
+        for _ in 0..Breaker::FAILURES {
+            assert!(!cache.breaker_open());
+            assert!(cache.lookup_exact(&p, fp, PromptKey::of("q"), Instant::now()).await.is_none());
+        }
+        assert!(cache.breaker_open(), "open after {} failures in a row", Breaker::FAILURES);
+        let started = Instant::now();
+        for _ in 0..100 {
+            assert!(cache.lookup_exact(&p, fp, PromptKey::of("q"), Instant::now()).await.is_none());
+            assert!(cache.lookup(&p, fp, &[1.0, 0.0, 0.0, 0.0], Instant::now(), |_| true).await.is_none());
+        }
+        assert!(started.elapsed() < Duration::from_millis(50), "misses at once: {:?}", started.elapsed());
+        let stored = cache.insert(p.clone(), fp, "q".into(), vec![1.0, 0.0, 0.0, 0.0], b"{}".to_vec(), Instant::now()).await;
+        assert_eq!(stored, Err(CacheError::Backend("milvus circuit breaker open".into())));
+        let text = standalone.render();
+        for line in [
+            r#"vane_cache_errors_total{backend="milvus",op="lookup_exact"} 3"#,
+            r#"vane_cache_breaker_skipped_total{backend="milvus",op="lookup_exact"} 100"#,
+            r#"vane_cache_breaker_skipped_total{backend="milvus",op="lookup"} 100"#,
+            r#"vane_cache_breaker_skipped_total{backend="milvus",op="insert"} 1"#,
+            r#"vane_cache_breaker_transitions_total{backend="milvus",to="open"} 1"#,
+            r#"vane_cache_breaker_open{backend="milvus"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains(r#"vane_cache_errors_total{backend="milvus",op="lookup"}"#), "no semantic lookup reached Milvus");
+        // Its time up, a probe goes out in the background (half-open: requests still do not ask);
+        // with nobody there it fails, and the circuit stays open (the breaker's own tests follow
+        // it further).
+        tokio::time::sleep(Breaker::MIN_OPEN + Duration::from_millis(200)).await;
+        let text = standalone.render();
+        for line in [r#"vane_cache_breaker_transitions_total{backend="milvus",to="half_open"} 1"#, r#"vane_cache_breaker_open{backend="milvus"} 1"#] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(cache.lookup_exact(&p, fp, PromptKey::of("q"), Instant::now()).await.is_none());
+        assert!(standalone.render().contains(r#"vane_cache_breaker_skipped_total{backend="milvus",op="lookup_exact"} 101"#));
+        assert!(cache.breaker_open());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::admit::{self, Admission, Facts, RequestHeaders};
 use crate::capture::Capture;
 use crate::config::Config;
 use crate::decision::{self, Fallback, LocalReply, Outcome};
-use crate::headers::OWN_REQUEST_HEADERS;
+use crate::headers::{OWN_REQUEST_HEADERS, decode_pairs};
 use crate::request::ChatRequest;
 use crate::trace::Trace;
 use vane_proto::v1::StoreRequest;
@@ -112,14 +112,14 @@ unsafe extern "C" {
     fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
 }
 
-/// Every request header, duplicates included, serialized (see `headers::decode_pairs`). The
+/// Every header of `map`, duplicates included, serialized (see `headers::decode_pairs`). The
 /// SDK's `get_map_bytes` panics on a name that is not UTF-8, so this asks the host itself.
-fn request_header_map() -> Option<Vec<u8>> {
+fn header_map(map: MapType) -> Option<Vec<u8>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: on success the host hands over a buffer of `size` bytes that it allocated through
     // the SDK's `proxy_on_memory_allocate` (a boxed slice); we take ownership, as the SDK does.
-    let status = unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size) };
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
     match status {
         0 if data.is_null() => Some(Vec::new()),
         0 => Some(unsafe { Vec::from_raw_parts(data, size, size) }),
@@ -135,7 +135,7 @@ impl RequestHeaders for EnvoyRequestHeaders {
         header_bytes(MapType::HttpRequestHeaders, name)
     }
     fn serialized(&self) -> Option<Vec<u8>> {
-        request_header_map()
+        header_map(MapType::HttpRequestHeaders)
     }
 }
 
@@ -300,7 +300,11 @@ impl HttpContext for Stream {
                 set_header(resp, name, value);
             }
             if capture.is_copying() {
-                capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref());
+                // Every Cache-Control line: the host's single-value getter gives only the first.
+                let map = header_map(resp).unwrap_or_default();
+                let pairs = decode_pairs(&map).unwrap_or_default();
+                let cache_control: Vec<&[u8]> = pairs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(b"cache-control")).map(|(_, v)| *v).collect();
+                capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref(), &cache_control);
             }
         }
         Action::Continue

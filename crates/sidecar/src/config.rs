@@ -132,8 +132,9 @@ pub fn cache_epoch(text: &str, files: &[[u8; 32]]) -> String {
 
 /// The fields a running sidecar takes from a reloaded configuration ([`crate::reload`]), as
 /// path prefixes: the routing and safety policies (their heads re-read) and the cache's policy
-/// (thresholds, per-category and per-language rules). Everything else is read once, at start.
-pub const LIVE_FIELDS: [&str; 7] = ["routing", "safety", "cache.threshold", "cache.similarity_threshold", "cache.max_unknown_share", "cache.categories", "cache.languages"];
+/// (thresholds, per-category and per-language rules, which answers are stored). Everything else
+/// is read once, at start.
+pub const LIVE_FIELDS: [&str; 8] = ["routing", "safety", "cache.threshold", "cache.similarity_threshold", "cache.max_unknown_share", "cache.categories", "cache.languages", "cache.store"];
 
 /// What differs between two loaded configurations outside [`LIVE_FIELDS`], by field path
 /// (`server.grpc`, `model.threads`, `cache.backend`, ...): the changes only a restart applies.
@@ -678,13 +679,25 @@ safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
         let restart = |text: String| restart_fields(&base, &parse(&text));
         assert!(restart(format!("{GOOD}cache: {{ threshold: 0.9, ttl_seconds: 60 }}\n")).is_empty(), "the same");
         let live = GOOD.replace("model: math-model", "model: other-model").replace("default_model: general", "default_model: g2")
-            + "cache: { similarity_threshold: 0.8, ttl_seconds: 60, categories: { math: { enabled: false } }, max_unknown_share: 0.2 }\nsafety: { jailbreak: { head: h.json, threshold: 0.5 } }\n";
+            + "cache: { similarity_threshold: 0.8, ttl_seconds: 60, categories: { math: { enabled: false } }, max_unknown_share: 0.2, store: { allow_finish_reasons: [stop, length] } }\nsafety: { jailbreak: { head: h.json, threshold: 0.5 } }\n";
         assert_eq!(restart(live), Vec::<String>::new(), "routing, safety and the cache's policy apply live");
         let text = GOOD.replace("tokenizer: t.json", "tokenizer: t2.json, threads: 3") + "server: { grpc: 127.0.0.1:1 }\ncache: { threshold: 0.9, backend: milvus }\n";
         assert_eq!(restart(text), ["cache.backend", "cache.ttl_seconds", "model.threads", "model.tokenizer", "server.grpc"]);
         let mut other_encoder = base.clone();
         other_encoder.encoder_digests = vec![[1; 32]];
         assert_eq!(restart_fields(&base, &other_encoder), ["model (the encoder files' contents)"]);
+    }
+
+    #[test]
+    fn the_finish_reasons_stored_default_to_complete_answers_and_are_checked() {
+        let c = Config::parse(GOOD, Path::new("/")).unwrap();
+        assert_eq!(c.cache.store.allow_finish_reasons, ["stop", "tool_calls", "function_call"]);
+        let c = Config::parse(&format!("{GOOD}cache: {{ store: {{ allow_finish_reasons: [stop, length, eos_token] }} }}\n"), Path::new("/")).unwrap();
+        assert_eq!(c.cache.store.allow_finish_reasons, ["stop", "length", "eos_token"]);
+        let e = err(&format!("{GOOD}cache: {{ store: {{ allow_finish_reasons: [] }} }}\n"));
+        assert!(e.contains("\n  cache.store.allow_finish_reasons: give at least one"), "{e}");
+        assert!(err(&format!("{GOOD}cache: {{ store: {{ allow_finish_reasons: [stop, ' '] }} }}\n")).contains("cache.store.allow_finish_reasons[1]: must be a finish reason"));
+        assert!(err(&format!("{GOOD}cache: {{ store: {{ allow_finish_reason: [stop] }} }}\n")).contains("allow_finish_reason"), "unknown fields are errors");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use vane_routing::jailbreak::{Jailbreak, Outcome, Plan};
 use vane_routing::pii_policy::{self, Messages, PiiPolicy};
 use vane_routing::{DEFAULT_CATEGORY, Decider, Decision, RoutingError, earlier_user_turns};
 
-use crate::completion;
+use crate::completion::{self, StorePolicy};
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
 use crate::telemetry::spans;
@@ -40,11 +40,9 @@ pub enum NotStored {
     /// Not sealed by a sidecar with this key, or expired.
     #[error(transparent)]
     Ticket(#[from] Refused),
-    #[error("the answer is over server.max_store_bytes")]
-    TooLarge,
-    /// Not a complete successful answer.
+    /// Not a complete successful answer ([`completion`] says what is).
     #[error("not cacheable: {0}")]
-    Completion(#[from] completion::Incomplete),
+    Answer(#[from] completion::NotCacheable),
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -54,21 +52,22 @@ impl NotStored {
         match self {
             NotStored::CacheDisabled => "cache_disabled",
             NotStored::Ticket(e) => e.label(),
-            NotStored::TooLarge => "too_large",
-            NotStored::Completion(e) => e.label(),
+            NotStored::Answer(e) => e.label(),
             NotStored::Cache(e) => e.reason(),
         }
     }
 }
 
-/// What a configuration reload replaces: routing, safety, the cache's policy, and the cache
-/// epoch they determine. A call takes the current one once and keeps it to its end, so a request
+/// What a configuration reload replaces: routing, safety, the cache's policy (what it answers
+/// and what it stores), and the cache epoch they determine. A call takes the current one once and keeps it to its end, so a request
 /// in flight during a reload finishes on the policy it started with.
 pub struct Policy {
     pub decider: Decider,
     pii: Option<PiiPolicy>,
     jailbreak: Option<Jailbreak>,
     pub cache_policy: CachePolicy,
+    /// Which answers Store caches (`cache.store`, `server.max_store_bytes`).
+    pub store_policy: StorePolicy,
     /// Part of every cache key: see [`crate::config::cache_epoch`].
     pub cache_epoch: String,
 }
@@ -83,7 +82,8 @@ impl Policy {
             (Some(_), None) => return Err(RoutingError::NotRead { field: "safety.jailbreak.head" }),
             (None, _) => None,
         };
-        Ok(Policy { decider, pii, jailbreak, cache_policy: CachePolicy::new(&config.cache), cache_epoch: config.cache_epoch.clone() })
+        let store_policy = StorePolicy::new(&config.cache.store, config.server.max_store_bytes);
+        Ok(Policy { decider, pii, jailbreak, cache_policy: CachePolicy::new(&config.cache), store_policy, cache_epoch: config.cache_epoch.clone() })
     }
 }
 
@@ -572,7 +572,8 @@ impl Pipeline {
         Ok(embedded)
     }
 
-    /// Caches a complete answer under the ticket its Route handed out.
+    /// Caches a complete answer under the ticket its Route handed out, if
+    /// [`StorePolicy::check`] finds it may be cached.
     pub async fn store(&self, req: StoreRequest) -> StoreReply {
         let result = self.try_store(req).await;
         let entries = self.cache.as_ref().map_or(Some(0), CacheBackend::entries);
@@ -581,17 +582,17 @@ impl Pipeline {
         self.metrics.cache.store(label, entries);
         match result {
             Ok(()) => StoreReply { stored: true, reason: String::new() },
-            Err(why) => StoreReply { stored: false, reason: why.reason().into() },
+            Err(why) => {
+                debug!(result = label, why = %why, "answer not stored");
+                StoreReply { stored: false, reason: why.reason().into() }
+            }
         }
     }
 
     async fn try_store(&self, req: StoreRequest) -> Result<(), NotStored> {
         let cache = self.cache.as_ref().ok_or(NotStored::CacheDisabled)?;
         let pending = self.tickets.open(&req.ticket, SystemTime::now())?;
-        if req.response.len() > self.limits.max_store_bytes {
-            return Err(NotStored::TooLarge);
-        }
-        let body = if req.sse { completion::from_sse(&req.response) } else { completion::from_json(&req.response) }?;
+        let body = self.policy().store_policy.check((&req).into())?;
         let span = Span::current();
         if spans::recorded(&span) {
             completion_attributes(&span, &body, self.record_text);

@@ -6,8 +6,8 @@
 //!
 //! A new configuration is checked whole ([`Config::load`]) before anything changes, and applies
 //! whole or not at all. What applies live is the policy ([`Pipeline::reload`]): routing and
-//! safety (their heads re-read), the cache's thresholds and per-category and per-language rules, and the cache
-//! epoch that follows them, so answers stored under the old policy are not served under the new.
+//! safety (their heads re-read), the cache's thresholds and per-category and per-language rules,
+//! which answers it stores (`cache.store`), and the cache epoch that follows them, so answers stored under the old policy are not served under the new.
 //! A change anywhere else ([`restart_fields`]: the encoder, ports, limits, the cache backend,
 //! its connection and sizes, tickets) needs a restart: it is logged with the fields' names and
 //! nothing of it applies, so the running configuration stays consistent. Every attempt is

@@ -88,6 +88,12 @@ async fn route(c: &mut SidecarClient<tonic::transport::Channel>, req: RouteReque
     d.action.expect("a decision")
 }
 
+/// A Store as the filter sends it for a 200 answer: JSON, or a stream.
+fn answer(ticket: Vec<u8>, response: impl Into<Vec<u8>>, sse: bool) -> StoreRequest {
+    let content_type = if sse { "text/event-stream" } else { "application/json" };
+    StoreRequest { ticket, response: response.into(), sse, status: 200, content_type: content_type.into(), cache_control: String::new() }
+}
+
 fn completion(text: &str) -> Vec<u8> {
     format!(r#"{{"id":"c","object":"chat.completion","created":1,"model":"math-model","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"stop"}}]}}"#).into_bytes()
 }
@@ -101,7 +107,7 @@ async fn routes_by_meaning_then_answers_repeats_and_paraphrases_from_the_cache()
     let Action::Forward(h) = route(&mut c, ask("Who was the first emperor of Rome?")).await else { panic!() };
     assert_eq!((h.model.as_str(), h.category.as_str()), ("general-model", "history"));
 
-    let stored = c.store(StoreRequest { ticket: f.ticket.clone(), response: completion("x^3/3 + C"), sse: false }).await.unwrap().into_inner();
+    let stored = c.store(answer(f.ticket.clone(), completion("x^3/3 + C"), false)).await.unwrap().into_inner();
     assert!(stored.stored, "{}", stored.reason);
 
     let Action::Cached(hit) = route(&mut c, ask("What is the integral of x squared?")).await else { panic!("expected a hit") };
@@ -116,7 +122,7 @@ async fn routes_by_meaning_then_answers_repeats_and_paraphrases_from_the_cache()
 async fn partitions_and_cache_control_are_respected() {
     let mut c = client().await;
     let Action::Forward(f) = route(&mut c, ask("Solve 2x + 4 = 10.")).await else { panic!() };
-    assert!(c.store(StoreRequest { ticket: f.ticket, response: completion("x = 3"), sse: false }).await.unwrap().into_inner().stored);
+    assert!(c.store(answer(f.ticket, completion("x = 3"), false)).await.unwrap().into_inner().stored);
     assert!(matches!(route(&mut c, ask("Solve 2x + 4 = 10.")).await, Action::Cached(_)));
 
     let other_tenant = RouteRequest { tenant: "k:b".into(), ..ask("Solve 2x + 4 = 10.") };
@@ -140,7 +146,7 @@ async fn only_complete_answers_are_stored() {
     let mut c = client().await;
     let Action::Forward(f) = route(&mut c, ask("What is the capital of Australia?")).await else { panic!() };
     let truncated = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Canb\"}}]}\n\n".to_vec();
-    let r = c.store(StoreRequest { ticket: f.ticket, response: truncated, sse: true }).await.unwrap().into_inner();
+    let r = c.store(answer(f.ticket, truncated, true)).await.unwrap().into_inner();
     assert_eq!((r.stored, r.reason.as_str()), (false, "truncated_stream"));
     assert!(matches!(route(&mut c, ask("What is the capital of Australia?")).await, Action::Forward(_)));
 
@@ -150,7 +156,7 @@ async fn only_complete_answers_are_stored() {
         "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"general-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"erra\"},\"finish_reason\":\"stop\"}]}\n\n",
         "data: [DONE]\n\n"
     );
-    assert!(c.store(StoreRequest { ticket: f.ticket, response: stream.into(), sse: true }).await.unwrap().into_inner().stored);
+    assert!(c.store(answer(f.ticket, stream, true)).await.unwrap().into_inner().stored);
     let Action::Cached(hit) = route(&mut c, ask("What is the capital of Australia?")).await else { panic!() };
     let v: serde_json::Value = serde_json::from_slice(&hit.completion).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "Canberra");
@@ -161,7 +167,7 @@ async fn only_complete_answers_are_stored() {
 async fn after_storing(c: &mut SidecarClient<tonic::transport::Channel>, prompt: &str, next: &str) -> (Action, Action) {
     let first = route(c, ask(prompt)).await;
     let Action::Forward(f) = &first else { panic!("expected a forward for {prompt}") };
-    assert!(c.store(StoreRequest { ticket: f.ticket.clone(), response: completion("answer"), sse: false }).await.unwrap().into_inner().stored);
+    assert!(c.store(answer(f.ticket.clone(), completion("answer"), false)).await.unwrap().into_inner().stored);
     (first, route(c, ask(next)).await)
 }
 
@@ -218,13 +224,13 @@ async fn routes_and_stores_over_their_caps_are_refused() {
     // max_store_bytes (the decoding limit leaves room for it).
     let Action::Forward(f) = route(&mut c, ask(&format!("What is the capital of France? {}", big(20_000)))).await else { panic!("under the cap") };
     assert!(f.ticket.len() > 20_000);
-    let r = c.store(StoreRequest { ticket: f.ticket.clone(), response: completion(&"x".repeat(17_000)), sse: false }).await.unwrap().into_inner();
+    let r = c.store(answer(f.ticket.clone(), completion(&"x".repeat(17_000)), false)).await.unwrap().into_inner();
     assert_eq!((r.stored, r.reason.as_str()), (false, "too_large"));
-    let r = c.store(StoreRequest { ticket: f.ticket, response: completion(&format!("Paris {}", "x".repeat(15_000))), sse: false }).await.unwrap().into_inner();
+    let r = c.store(answer(f.ticket, completion(&format!("Paris {}", "x".repeat(15_000))), false)).await.unwrap().into_inner();
     assert_eq!((r.stored, r.reason.as_str()), (true, ""));
     // Control: a small answer is stored.
     let Action::Forward(f) = route(&mut c, ask("What is the capital of Italy?")).await else { panic!() };
-    assert!(c.store(StoreRequest { ticket: f.ticket, response: completion("Rome"), sse: false }).await.unwrap().into_inner().stored);
+    assert!(c.store(answer(f.ticket, completion("Rome"), false)).await.unwrap().into_inner().stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,9 +239,13 @@ async fn a_previous_releases_filter_is_answered() {
     let mut c = client().await;
     let Action::Forward(f) = route(&mut c, ask("What is the capital of Spain?")).await else { panic!() };
     assert!(!c.release(ReleaseRequest { ticket: f.ticket.clone() }).await.unwrap().into_inner().released, "nothing to free");
-    let r = c.store(StoreRequest { ticket: b"1f-0123456789abcdef".to_vec(), response: completion("Madrid"), sse: false }).await.unwrap().into_inner();
+    let r = c.store(answer(b"1f-0123456789abcdef".to_vec(), completion("Madrid"), false)).await.unwrap().into_inner();
     assert_eq!((r.stored, r.reason.as_str()), (false, "invalid_ticket"));
     assert!(matches!(route(&mut c, ask("What is the capital of Spain?")).await, Action::Forward(_)), "nothing was cached");
+    // Nor does a Store without the answer's status (a filter that predates it) store anything.
+    let Action::Forward(f) = route(&mut c, ask("What is the capital of Spain?")).await else { panic!() };
+    let r = c.store(StoreRequest { ticket: f.ticket, response: completion("Madrid"), sse: false, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!((r.stored, r.reason.as_str()), (false, "status"));
 }
 
 #[cfg(not(feature = "cuda"))]

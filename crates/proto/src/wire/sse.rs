@@ -119,6 +119,59 @@ struct Choice {
     finish_reason: Option<Value>,
 }
 
+/// One server-sent event: its `event:` name, if any, and its `data:` lines joined by `\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'a> {
+    pub name: Option<&'a str>,
+    pub data: String,
+}
+
+/// The events of an SSE body as a client reads them (the WHATWG rules): lines end with LF, CRLF
+/// or CR; a blank line ends an event; `field: value` drops one space after the colon; lines
+/// starting with `:` are comments; `data:` lines of one event are joined by `\n`; an event with
+/// neither name nor data is no event. Unlike a browser, an event the body ends without a blank
+/// line after is still given (a stream cut there is caught by the missing `[DONE]`).
+///
+/// ```
+/// use vane_proto::wire::sse::events;
+/// let ev = events("event: error\r\ndata: {\"a\":\n: note\ndata: 1}\n\ndata: [DONE]\n\n");
+/// assert_eq!((ev[0].name, ev[0].data.as_str()), (Some("error"), "{\"a\":\n1}"));
+/// assert_eq!((ev[1].name, ev[1].data.as_str()), (None, "[DONE]"));
+/// ```
+pub fn events(text: &str) -> Vec<Event<'_>> {
+    let mut out = Vec::new();
+    let (mut name, mut data): (Option<&str>, Option<String>) = (None, None);
+    // `lines()` splits on LF and CRLF; a lone CR ends a line too.
+    for line in text.lines().flat_map(|l| l.split('\r')) {
+        if line.is_empty() {
+            if name.is_some() || data.is_some() {
+                out.push(Event { name: name.take(), data: data.take().unwrap_or_default() });
+            }
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => name = Some(value),
+            "data" => match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => data = Some(value.to_string()),
+            },
+            _ => {}
+        }
+    }
+    if name.is_some() || data.is_some() {
+        out.push(Event { name, data: data.unwrap_or_default() });
+    }
+    out
+}
+
 /// Assembles an SSE body of `chat.completion.chunk` events (content, refusal and tool-call
 /// deltas, usage) into one `chat.completion` JSON. The stream must end with `data: [DONE]` and
 /// give every choice a finish reason: a truncated stream is never a completion.
@@ -136,8 +189,11 @@ pub fn assemble(body: &[u8]) -> Result<Vec<u8>, Incomplete> {
     let mut usage = Value::Null;
     let mut choices: BTreeMap<u64, Choice> = BTreeMap::new();
     let mut done = false;
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+    for event in events(&text) {
+        let data = event.data.trim();
+        if data.is_empty() {
+            continue;
+        }
         if data == "[DONE]" {
             done = true;
             break;
@@ -331,6 +387,25 @@ mod tests {
         let out: Value = serde_json::from_slice(&assemble(body.as_bytes()).unwrap()).unwrap();
         assert_eq!(out["choices"][0]["finish_reason"], "stop");
         assert_eq!(out["choices"][0]["message"]["content"], "");
+    }
+
+    #[test]
+    fn events_follow_the_sse_rules() {
+        let ev = |name: Option<&'static str>, data: &str| Event { name, data: data.into() };
+        for (body, want) in [
+            ("data: a\n\ndata: b\n\n", vec![ev(None, "a"), ev(None, "b")]),
+            ("data:a\rdata:  b\r\r", vec![ev(None, "a\n b")]),
+            ("event: error\ndata: {}\n\n", vec![ev(Some("error"), "{}")]),
+            ("event:error\n\n", vec![ev(Some("error"), "")]),
+            (": comment\nid: 1\nretry: 5\n\n\n", vec![]),
+            ("data\n\ndata: [DONE]", vec![ev(None, ""), ev(None, "[DONE]")]),
+        ] {
+            assert_eq!(super::events(body), want, "{body:?}");
+        }
+        // Two data lines of one event are one JSON text, as a client reads them.
+        let joined = format!("data: {}\ndata: {}\n\ndata: [DONE]\n\n", &STOP[..20], &STOP[20..]);
+        let out: Value = serde_json::from_slice(&assemble(joined.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["choices"][0]["finish_reason"], "stop");
     }
 
     #[test]

@@ -115,8 +115,14 @@ impl Harness {
         }
     }
 
+    /// Stores a 200 answer, JSON or a stream, as the filter sends it.
     async fn store(&self, ticket: &[u8], response: impl Into<Vec<u8>>, sse: bool) -> StoreReply {
-        self.pipeline.store(StoreRequest { ticket: ticket.into(), response: response.into(), sse }).await
+        let content_type = if sse { "text/event-stream" } else { "application/json" };
+        self.store_as(StoreRequest { ticket: ticket.into(), response: response.into(), sse, status: 200, content_type: content_type.into(), ..Default::default() }).await
+    }
+
+    async fn store_as(&self, req: StoreRequest) -> StoreReply {
+        self.pipeline.store(req).await
     }
 
     /// Forwards `prompt` (model `auto`) and stores an answer for it.
@@ -234,7 +240,7 @@ async fn an_incomplete_answer_is_not_stored_and_says_why() {
     let h = start("").await;
     let unfinished = r#"{"object":"chat.completion","choices":[{"index":0,"message":{"content":"x"},"finish_reason":null}]}"#;
     let truncated = "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Canb\"},\"finish_reason\":null}]}\n\n";
-    for (response, sse, reason) in [(unfinished, false, "unfinished"), (truncated, true, "truncated_stream"), (r#"{"error":{}}"#, false, "not_a_completion")] {
+    for (response, sse, reason) in [(unfinished, false, "unfinished"), (truncated, true, "truncated_stream"), (r#"{"error":{}}"#, false, "upstream_error")] {
         let f = h.forward(ask(MATH)).await;
         let r = h.store(&f.ticket, response, sse).await;
         assert_eq!((r.stored, r.reason.as_str()), (false, reason));
@@ -250,6 +256,35 @@ async fn an_incomplete_answer_is_not_stored_and_says_why() {
     let Action::Cached(hit) = h.route(ask(MATH)).await else { panic!("the stream was cached") };
     let v: serde_json::Value = serde_json::from_slice(&hit.completion).unwrap();
     assert_eq!((v["object"].as_str(), v["choices"][0]["message"]["content"].as_str()), (Some("chat.completion"), Some("x^2/2")));
+}
+
+#[tokio::test]
+async fn what_the_store_policy_refuses_is_counted_by_reason_and_never_stored() {
+    let h = start("").await;
+    let ok = || completion("x^2/2 + C");
+    let json = |status: u32, cache_control: &str, response: Vec<u8>| StoreRequest { response, status, content_type: "application/json".into(), cache_control: cache_control.into(), ..Default::default() };
+    let cut = br#"{"object":"chat.completion","choices":[{"index":0,"message":{"content":"x^2/"},"finish_reason":"length"}]}"#.to_vec();
+    for (req, reason) in [
+        (json(203, "", ok()), "status"),
+        (json(206, "", ok()), "status"),
+        (json(0, "", ok()), "status"),
+        (json(200, "private, max-age=60", ok()), "no_store"),
+        (StoreRequest { content_type: "text/plain".into(), ..json(200, "", ok()) }, "content_type"),
+        (json(200, "", cut.clone()), "finish_length"),
+        (json(200, "", completion("The server is overloaded. Please try again later.")), "overloaded"),
+    ] {
+        let f = h.forward(ask(MATH)).await;
+        let r = h.store_as(StoreRequest { ticket: f.ticket, ..req }).await;
+        assert_eq!((r.stored, r.reason.as_str()), (false, reason));
+        assert!(matches!(h.route(ask(MATH)).await, Action::Forward(_)), "{reason}: nothing was cached");
+        assert!(h.counted(&format!("vane_cache_stores_total{{result=\"{reason}\"}}")), "{reason} counted");
+    }
+    assert!(h.counted(r#"vane_cache_stores_total{result="status"} 3"#));
+    // A configuration that allows cut answers stores one.
+    let h = start("cache: { store: { allow_finish_reasons: [stop, length] } }\n").await;
+    let f = h.forward(ask(MATH)).await;
+    assert!(h.store_as(StoreRequest { ticket: f.ticket, ..json(200, "", cut) }).await.stored);
+    assert!(matches!(h.route(ask(MATH)).await, Action::Cached(_)));
 }
 
 /// `safety.jailbreak` with `action`; a deadline no test run can miss.
