@@ -257,7 +257,8 @@ impl Pipeline {
         let partition = Partition { tenant: req.tenant, model: req.model.clone() };
         // Answers are in the language of their question: a multilingual encoder puts "天空为什么是
         // 蓝色的" next to "why is the sky blue", but an English answer is no answer to it. Latin
-        // text of no known language is keyed as English (mostly code and formulas).
+        // text of no known language counts as English (mostly code and formulas), here and for
+        // `cache.languages`.
         let language = match language::detect(&req.prompt).language {
             Language::Und => Language::En,
             l => l,
@@ -325,7 +326,7 @@ impl Pipeline {
         };
         // A flagged request is neither answered from the cache (the flag would be lost) nor stored;
         // nor is a request of a category that is never cached.
-        let threshold = p.cache_policy.threshold(category, embedded.reading.language);
+        let threshold = p.cache_policy.threshold(category, language);
         let (lookup, use_cache) = if flagged.is_some() || threshold.is_none() { (None, false) } else { (lookup, use_cache) };
         let threshold = threshold.unwrap_or(1.0);
 
