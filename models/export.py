@@ -115,7 +115,7 @@ def main() -> None:
         quantize(qsrc_path, tmpdir / INT8_NAME)
 
         export_tokenizer(model_dir / "tokenizer.json", tmpdir / TOKENIZER_NAME)
-        check = self_check(tmpdir / FP32_NAME, qsrc_path, tmpdir / INT8_NAME, vocab)
+        check = self_check(tmpdir / FP32_NAME, qsrc_path, tmpdir / INT8_NAME, lambda s: encode_words(vocab, s))
 
         import onnxruntime
 

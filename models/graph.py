@@ -217,7 +217,8 @@ class GraphBuilder:
 
 
 def build_encoder(cfg: BertConfig, w: Weights, quant_source: bool = False,
-                  outliers: dict[str, list[int]] | None = None) -> tuple[onnx.ModelProto, dict[str, str]]:
+                  outliers: dict[str, list[int]] | None = None, title: str = "all-MiniLM-L6-v2",
+                  doc: str = "sentence-transformers/all-MiniLM-L6-v2") -> tuple[onnx.ModelProto, dict[str, str]]:
     """The encoder graph, and the input value name of every linear layer (for calibration).
 
     quant_source=True builds the variant handed to the quantiser: equal in fp32, but with padding
@@ -299,13 +300,13 @@ def build_encoder(cfg: BertConfig, w: Weights, quant_source: bool = False,
     norm = g.op("Max", [norm, g.const(1e-12)], "normalize.norm.clamped")
     g.nodes.append(helper.make_node("Div", [mean, norm], ["sentence_embedding"], name="normalize.out"))
 
-    graph = helper.make_graph(g.nodes, "all-MiniLM-L6-v2", inputs, outputs, g.initializers)
+    graph = helper.make_graph(g.nodes, title, inputs, outputs, g.initializers)
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="vane models/export.py",
         ir_version=IR_VERSION,
-        doc_string="sentence-transformers/all-MiniLM-L6-v2: BERT encoder + mean pooling + L2 normalisation",
+        doc_string=f"{doc}: BERT encoder + mean pooling + L2 normalisation",
     )
     onnx.checker.check_model(model, full_check=True)
     return model, g.linear_inputs
