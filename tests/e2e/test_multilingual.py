@@ -35,7 +35,8 @@ def e5(e5_stack, request):
     v.assert_no_crash()
 
 
-# Reworded, same question: served from the cache (similarities measured at the chosen threshold).
+# Reworded, same question: served from the cache (similarities 0.987, 0.997, 0.998 against the
+# Chinese threshold 0.97).
 PARAPHRASES = [
     ("怎么煮米饭才不会糊？", "煮米饭怎样才能不糊锅？"),
     ("如何提高睡眠质量？", "怎样才能提高睡眠质量？"),
@@ -50,6 +51,7 @@ DIFFERENT = [
     ("怎么打开蓝牙？", "怎么关闭蓝牙？"),  # opposites 开/关
     ("这种药可以和酒一起吃吗？", "这种药不可以和酒一起吃吗？"),  # negation
     ("三个苹果多少钱？", "五个苹果多少钱？"),  # numbers
+    ("摄氏度怎么转换成华氏度？", "华氏度怎么转换成摄氏度？"),  # direction (similarity 0.999)
     ("猫为什么喜欢睡觉？", "狗为什么喜欢啃骨头？"),
 ]
 

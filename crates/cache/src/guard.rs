@@ -7,7 +7,8 @@
 //! - one is negated and the other is not ("not", "never", "without", "n't", "non-...": whether any
 //!   appears, not how often, so "No, X doesn't exist" still matches "X is not there"),
 //! - a word is swapped for its opposite (on/off, begin/end, pros/cons, men/women, ...),
-//! - the direction is reversed ("Fahrenheit to Celsius" against "Celsius to Fahrenheit"),
+//! - the direction is reversed ("Fahrenheit to Celsius" against "Celsius to Fahrenheit"; in
+//!   Chinese, what stands before 转换成, 到, 比, ... on one side stands after it on the other),
 //! - identifier-like tokens differ (hashes, ids, long words: the encoder maps words over 100
 //!   characters to one unknown token, so it cannot tell them apart at all),
 //! - each names something the other never mentions (a capitalised word inside a sentence: Paris
@@ -216,6 +217,41 @@ fn one_swapped(a: &str, b: &str) -> bool {
 
 /// Characters that stand for each other in a question: "in", "make", "take", "raise", ...
 const CJK_SAME: &[(char, char)] = &[('中', '里'), ('里', '内'), ('使', '让'), ('将', '把'), ('该', '应'), ('高', '升'), ('除', '掉'), ('算', '求'), ('和', '跟'), ('和', '同')];
+
+/// Words that put a question's two things in an order: from one to the other (转换成, 换算成, 到)
+/// or one against the other (比). Longest first: 转换成 before 转.
+const CJK_DIRECTIONS: &[&str] = &["转换成", "转换为", "转化成", "转化为", "换算成", "换算为", "兑换成", "兑换为", "翻译成", "翻译为", "迁移到", "转成", "转为", "转到", "传到", "换成", "变成", "改成", "转", "到", "比"];
+
+/// The same words on both sides of the same direction word, but what came before it on one side
+/// comes after it on the other (摄氏度转换成华氏度 / 华氏度转换成摄氏度, 热水比冷水 / 冷水比热水).
+fn cjk_direction_swapped(a: &str, b: &str) -> bool {
+    // Meaningful units: CJK characters other than particles, and Latin words (iPhone, int).
+    fn units(text: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut word = String::new();
+        for c in text.chars().chain([' ']) {
+            if c.is_ascii_alphanumeric() {
+                word.push(c.to_ascii_lowercase());
+                continue;
+            }
+            if !word.is_empty() {
+                out.insert(std::mem::take(&mut word));
+            }
+            if is_cjk(c) && !CJK_PARTICLES.contains(c) {
+                out.insert(c.to_string());
+            }
+        }
+        out
+    }
+    let Some((at_a, at_b, marker)) = CJK_DIRECTIONS.iter().find_map(|m| Some((a.find(m)?, b.find(m)?, m))) else {
+        return false;
+    };
+    let (a1, a2) = (units(&a[..at_a]), units(&a[at_a + marker.len()..]));
+    let (b1, b2) = (units(&b[..at_b]), units(&b[at_b + marker.len()..]));
+    let moved = |from: &BTreeSet<String>, other: &BTreeSet<String>, to: &BTreeSet<String>| from.difference(other).all(|u| to.contains(u));
+    let changed = a1 != b1 || a2 != b2;
+    changed && moved(&a1, &b1, &b2) && moved(&b1, &a1, &a2) && moved(&a2, &b2, &b1) && moved(&b2, &a2, &a1)
+}
 
 fn cjk_asks(canonical: &str) -> BTreeSet<&'static str> {
     CJK_ASKS.iter().filter(|(w, _)| canonical.contains(w)).map(|&(_, kind)| kind).collect()
@@ -434,6 +470,9 @@ pub fn conflict(cached: &str, asked: &str) -> Option<&'static str> {
     if !qa.is_empty() && !qb.is_empty() && qa.is_disjoint(&qb) {
         return Some("question");
     }
+    if cjk_direction_swapped(&ca, &cb) {
+        return Some("direction");
+    }
     let (qa, qb) = (cjk_asks(&ca), cjk_asks(&cb));
     if !qa.is_empty() && !qb.is_empty() && qa.is_disjoint(&qb) {
         return Some("question");
@@ -551,6 +590,12 @@ mod tests {
             ("一年有十二个月吗", "一年有十五个月吗", "numbers"),
             ("什么是3的平方", "什么是四的平方", "numbers"),
             ("猫喜欢吃鱼", "猫不喜欢吃鱼", "negation"),
+            ("摄氏度怎么转换成华氏度？", "华氏度怎么转换成摄氏度？", "direction"),
+            ("十六进制怎么转十进制？", "十进制怎么转十六进制？", "direction"),
+            ("Java中int怎么转String？", "Java中String怎么转int？", "direction"),
+            ("怎么把iPhone的照片传到电脑？", "怎么把电脑的照片传到iPhone？", "direction"),
+            ("为什么热水比冷水结冰快？", "为什么冷水比热水结冰快？", "direction"),
+            ("北京到上海的航班有哪些？", "上海到北京的航班有哪些？", "direction"),
             ("我有钱", "我没有钱", "negation"),
             ("Explain 🐱 to me", "Explain 🐶 to me", "emoji"),
         ] {
@@ -577,6 +622,9 @@ mod tests {
             ("手机号怎么过户给别人？", "手机号怎么过户？"),
             ("秦始皇统一六国是在哪一年？", "哪一年秦始皇统一了六国？"),
             ("如何在Git中撤销提交？", "怎么在Git里撤销提交？"),
+            // A direction word with the same things in the same order, or words only added.
+            ("怎么把Word转成PDF？", "如何把Word文档转成PDF？"),
+            ("从北京到上海坐高铁要多久？", "北京到上海的高铁要多久？"),
         ] {
             assert_eq!(conflict(a, b), None, "{a} / {b}");
             assert_eq!(conflict(b, a), None, "{b} / {a}");
