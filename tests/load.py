@@ -37,6 +37,18 @@ TOPICS = ("volcanoes", "tax law", "sourdough", "jazz harmony", "black holes", "m
 ASKS = ("Explain {t} to a child", "Write a haiku about {t}", "List three facts about {t}",
         "What is the history of {t}", "Compare {t} with {u}", "Give me a quiz question on {t}",
         "Summarise recent research on {t}", "What do people get wrong about {t}")
+# Under this load on two busy cores the jailbreak check now and then cannot judge a prompt's
+# windows within its deadline_ms, and refuses it by design (503 jailbreak_check_unavailable:
+# load shedding, not a fault). Here such a request is forwarded flagged instead (never cached),
+# so that only what the faults do is counted; the check itself still runs on every request.
+#
+# Likewise the latency budgets are widened: the filter's timeout_ms (200 -> 1000) and Milvus's
+# (80 -> 250 ms a call), so that a busy box does not make fallbacks and misses of its own
+# outside the faults (the fault suite's only tight bound is its 2 s recovery).
+UNDER_LOAD = {"safety": {"jailbreak": {"oversize": "flag"}}}
+MILVUS_UNDER_LOAD = {"cache": {"milvus": {"timeout_ms": 250}}}  # with cache.backend: milvus
+FILTER_UNDER_LOAD = {"timeout_ms": 1000}  # the filter configuration (Stack filter_config)
+
 # Mix of request kinds (weights); MIX_SOAK adds long prompts.
 MIX = {"hit": 4, "miss": 3, "stream": 2, "new": 1}
 MIX_SOAK = {"hit": 4, "miss": 2, "stream": 2, "new": 1, "long": 1}

@@ -11,7 +11,8 @@ then be answers stored after it). Every --sample seconds it records the RSS (VmR
 of the sidecar and the gauges of what must stay bounded: the filter's held tickets and queued
 Stores (Envoy's /stats/prometheus), the sidecar's conversations and cache entries/bytes (its
 /metrics). The cache and the conversation memory get small bounds here (--max-entries,
---max-conversations) so that a run of minutes reaches them.
+--max-conversations) so that a run of minutes reaches them, and the latency budgets of
+tests/load.py's UNDER_LOAD (the box is saturated on purpose: shedding is not what is measured).
 
 At the end it prints the totals, each gauge's maximum against its bound, and the RSS slope of
 each process in MiB/hour (least squares over the samples, and over those after the first fifth,
@@ -30,7 +31,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))  # helpers.py
-from load import MIX_SOAK, Load  # noqa: E402
+from load import FILTER_UNDER_LOAD, MIX_SOAK, UNDER_LOAD, Load  # noqa: E402
 from stack import ROOT, Stack, config_variant  # noqa: E402
 
 MIB = 1024 * 1024
@@ -81,15 +82,16 @@ def main() -> int:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    config = config_variant(args.out / "vane.yaml", {"cache": {"max_entries": args.max_entries},
-                                                     "routing": {"multi_turn": {"max_conversations": args.max_conversations}}})
+    config = config_variant(args.out / "vane.yaml", UNDER_LOAD, {"cache": {"max_entries": args.max_entries},
+                            "routing": {"multi_turn": {"max_conversations": args.max_conversations}}})
     bounds = {"tickets_held": args.clients, "pending_stores": 1024,  # the filter's max_pending_stores
               "conversations": args.max_conversations, "cache_entries": args.max_entries}
     samples: list[dict] = []
     totals = {"sent": 0, "failed": 0, "stale": 0, "fell_back": 0, "hits": 0, "invalidations": 0}
     problems: list[str] = []
 
-    with Stack(sidecar_config=config, upstream_delay=0, profile=args.profile, log_dir=args.out / "stack") as stack:
+    with Stack(sidecar_config=config, upstream_delay=0, profile=args.profile, log_dir=args.out / "stack",
+               filter_config=FILTER_UNDER_LOAD) as stack:
         load = Load(stack, threads=args.clients, mix=MIX_SOAK, name="soak", pause=args.pause)
         load.warm_up()
         started = time.monotonic()

@@ -36,7 +36,7 @@ import pytest
 from helpers import chat_body
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from load import ANSWER, Load, Result, set_upstream_fault  # noqa: E402
+from load import ANSWER, FILTER_UNDER_LOAD, MILVUS_UNDER_LOAD, UNDER_LOAD, Load, Result, set_upstream_fault  # noqa: E402
 from milvus_server import MilvusServer  # noqa: E402
 from stack import Stack, config_variant, wait_until  # noqa: E402
 from test_replicas import counts  # noqa: E402
@@ -48,16 +48,6 @@ RECOVERY_SECONDS = 2.0
 BASELINE_REQUESTS = 30
 
 
-# Under this load on two busy cores the jailbreak check now and then cannot judge a prompt's
-# windows within its deadline_ms, and refuses it by design (503 jailbreak_check_unavailable:
-# load shedding, not a fault). Here such a request is forwarded flagged instead (never cached),
-# so that only what the faults do is counted; the check itself still runs on every request.
-#
-# Likewise the latency budgets are widened: the filter's timeout_ms (200 -> 1000) and Milvus's
-# (80 -> 250 ms a call), so that a busy box does not make fallbacks and misses of its own
-# outside the faults. Only the 2 s recovery bound is tight.
-UNDER_LOAD = {"safety": {"jailbreak": {"oversize": "flag"}}, "cache": {"milvus": {"timeout_ms": 250}}}
-FILTER = {"timeout_ms": 1000}
 
 
 @dataclass
@@ -98,8 +88,8 @@ def milvus_stack(tmp_path: Path, milvus: MilvusServer, collection: str, **kw) ->
     key = tmp_path / "ticket.key"
     key.write_bytes(bytes(range(32)))
     config = config_variant(tmp_path / "vane.yaml", "milvus", {"cache": {
-        "milvus": {"address": milvus.address, "collection": collection}, "tickets": {"key_file": str(key)}}}, UNDER_LOAD)
-    return Stack(sidecar_config=config, upstream_delay=0, log_dir=tmp_path / "stack", filter_config=FILTER, **kw)
+        "milvus": {"address": milvus.address, "collection": collection}, "tickets": {"key_file": str(key)}}}, UNDER_LOAD, MILVUS_UNDER_LOAD)
+    return Stack(sidecar_config=config, upstream_delay=0, log_dir=tmp_path / "stack", filter_config=FILTER_UNDER_LOAD, **kw)
 
 
 @pytest.fixture(scope="module")
