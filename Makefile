@@ -15,7 +15,7 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
+.PHONY: help run test faults soak bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
 	containers images compose-config compose-up compose-down compose-test
 
 help:
@@ -25,6 +25,8 @@ help:
 	@echo "make compose-test  build the images, run the demo through the containers, remove them"
 	@echo "make images        build every container image (deploy/images/)"
 	@echo "make manifests  render deploy/kubernetes/overlays (kustomize) and validate every object, offline"
+	@echo "make faults the fault suite under load, each scenario 3 times with 4 s faults (make test runs it once, 2 s)"
+	@echo "make soak   mixed traffic for SOAK_SECONDS (1800): RSS slope of Envoy and sidecar, bounded gauges"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
 	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
@@ -112,6 +114,22 @@ unit: venv models promtool
 
 e2e: build promtool
 	$(PY) -m pytest tests -q --durations=15
+
+# The fault suite (tests/e2e/test_faults.py) is part of `make e2e`: every scenario once, with
+# 2-second faults. This runs each three times with 4-second faults; the table is printed at the end.
+FAULT_ROUNDS  ?= 3
+FAULT_SECONDS ?= 4
+
+faults: build
+	VANE_FAULT_ROUNDS=$(FAULT_ROUNDS) VANE_FAULT_SECONDS=$(FAULT_SECONDS) $(PY) -m pytest tests/e2e/test_faults.py -q -s
+
+# Not part of `make test`: 30 minutes of mixed traffic (tests/soak.py) on a release build.
+SOAK_SECONDS ?= 1800
+SOAK_PROFILE ?= release
+
+soak: toolchain venv models wasm
+	cargo build $(if $(filter release,$(SOAK_PROFILE)),--release) -p vane-sidecar
+	$(PY) tests/soak.py --seconds $(SOAK_SECONDS) --profile $(SOAK_PROFILE)
 
 bench: toolchain venv models wasm
 	cargo build --release -p vane-sidecar --example route_bench -p vane-cache --example cache_bench

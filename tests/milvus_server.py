@@ -129,6 +129,19 @@ class MilvusServer:
         except OSError:
             return False
 
+    def queryable(self, collection: str) -> bool:
+        """Whether the server answers a query on ``collection`` (its REST API on the proxy port):
+        after a restart that is seconds later than /healthz, once the collection is loaded."""
+        req = urllib.request.Request(f"{self.address}/v1/vector/query", method="POST",
+                                     data=json.dumps({"collectionName": collection, "filter": 'id == ""',
+                                                      "outputFields": ["id"], "limit": 1}).encode(),
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return json.load(r).get("code") == 200
+        except (OSError, ValueError):
+            return False
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -19,6 +19,16 @@ Endpoints
                              ``{"path", "headers", "body"}`` (headers lowercased; body the parsed
                              JSON, or null plus ``body_text`` when it did not parse).
   POST /mock/reset           forget the recorded requests.
+  POST /mock/fault           ``{"mode": "reset" | "stall" | null}``: a fault of the whole server
+                             for every chat request that arrives while it is set (the fault
+                             suite, tests/e2e/test_faults.py). ``reset``: as ``x-mock-truncate:
+                             rst`` (a stream's first two chunks, a JSON answer's first half, then
+                             a TCP reset). ``stall``: a stream sends its first two chunks, a JSON
+                             answer nothing, then it waits until the fault is cleared (or
+                             ``"stall_max"`` seconds, default 30) and closes without the rest.
+                             ``null`` clears it. Each faulted request's record says
+                             ``"fault": <mode>``, so a test can tell the failures the upstream
+                             made from any others.
 Errors (unknown path 404, wrong method 405, 400, injected) are OpenAI error bodies, and every
 response carries ``x-mock-upstream: <name>``.
 
@@ -65,7 +75,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 CHAT_PATH = "/v1/chat/completions"
-ROUTES = {CHAT_PATH: "POST", "/v1/models": "GET", "/mock/requests": "GET", "/mock/reset": "POST"}
+ROUTES = {CHAT_PATH: "POST", "/v1/models": "GET", "/mock/requests": "GET", "/mock/reset": "POST", "/mock/fault": "POST"}
+FAULTS = ("reset", "stall")
 WORDS = re.compile(r"\S+\s*|\s+")  # one SSE chunk per word
 
 
@@ -104,7 +115,20 @@ class MockServer(ThreadingHTTPServer):
         self.name, self.delay, self.chunk_delay = name, delay, chunk_delay
         self.lock = threading.Lock()
         self.requests: list[dict] = []
+        # The server-wide fault (POST /mock/fault); `unstalled` is set whenever no stall is on.
+        self.fault: str | None = None
+        self.stall_max = 30.0
+        self.unstalled = threading.Event()
+        self.unstalled.set()
         super().__init__((host, port), Handler)
+
+    def set_fault(self, mode: str | None, stall_max: float = 30.0) -> None:
+        with self.lock:
+            self.fault, self.stall_max = mode, stall_max
+            if mode == "stall":
+                self.unstalled.clear()
+            else:
+                self.unstalled.set()
 
     def get_request(self):
         sock, addr = super().get_request()
@@ -188,6 +212,17 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/v1/models":
             return self._send_json(200, {"object": "list", "data": [
                 {"id": self.server.name, "object": "model", "created": 1700000000, "owned_by": "vane-mock"}]})
+        if path == "/mock/fault":
+            try:
+                want = json.loads(raw or b"{}")
+                mode = want.get("mode")
+                stall_max = float(want.get("stall_max", 30.0))
+            except (ValueError, AttributeError, TypeError):
+                return self._error(400, "Expected {\"mode\": \"reset\" | \"stall\" | null}.")
+            if mode is not None and mode not in FAULTS:
+                return self._error(400, f"Unknown fault {mode!r}; one of {FAULTS} or null.", param="mode")
+            self.server.set_fault(mode, stall_max)
+            return self._send_json(200, {"mode": mode})
         with self.server.lock:
             if path == "/mock/reset":
                 self.server.requests.clear()
@@ -210,6 +245,9 @@ class Handler(BaseHTTPRequestHandler):
             body = None
             entry["body_text"] = raw.decode("utf-8", "replace")
         with self.server.lock:
+            fault, stall_max = self.server.fault, self.server.stall_max
+            if fault:
+                entry["fault"] = fault
             self.server.requests.append(json.loads(json.dumps(entry)))
 
         try:
@@ -232,6 +270,10 @@ class Handler(BaseHTTPRequestHandler):
 
         truncate = headers.get("x-mock-truncate", "").strip().lower()
         truncate = truncate if truncate in ("1", "rst") else None
+        if fault == "reset":
+            truncate = "rst"
+        elif fault == "stall":
+            truncate = "stall"
         finish = headers.get("x-mock-finish", "").strip() or "stop"
         error = headers.get("x-mock-error", "").strip().lower() or None
         extra_headers = [(k, headers[f"x-mock-{k}"]) for k in ("cache-control", "content-type") if f"x-mock-{k}" in headers]
@@ -258,6 +300,9 @@ class Handler(BaseHTTPRequestHandler):
             answer = self._error_object("object" if error == "object" else "key")
         if not truncate:
             return self._send_json(status, answer, extra_headers)
+        if truncate == "stall":  # nothing at all until the stall ends, then a close
+            self.server.unstalled.wait(stall_max)
+            return self._abort("1")
         data = json.dumps(answer).encode()  # promise the whole body, send half of it, then close
         self.wfile.write(self._head(status, [("content-type", "application/json"),
                                              ("content-length", str(len(data)))]) + data[:len(data) // 2])
@@ -307,6 +352,10 @@ class Handler(BaseHTTPRequestHandler):
             for ev in events[1:]:
                 time.sleep(self.server.chunk_delay)
                 self.wfile.write(ev)
+            if truncate == "stall":  # the first chunks, then silence until the stall ends
+                self.wfile.flush()
+                self.server.unstalled.wait(self.server.stall_max)
+                return self._abort("1")
             if truncate:
                 return self._abort(truncate)
             self.wfile.write(b"0\r\n\r\n")

@@ -226,17 +226,28 @@ class Stack:
     def start_sidecar(self):
         if not self.embedder_bin.exists():
             raise RuntimeError(f"{self.embedder_bin} is missing: run `make build`")
-        env = {**os.environ, "ORT_DYLIB_PATH": onnxruntime_library()}
-        env.setdefault("VANE_LOG", "info")
-        self.replicas = [
-            subprocess.Popen(
-                [str(self.embedder_bin), "serve", "--config", str(self.sidecar_config),
-                 "--grpc", f"127.0.0.1:{grpc}", "--admin", f"127.0.0.1:{admin}"],
-                stdout=self._log("sidecar" if i == 0 else f"sidecar-{i + 1}"), stderr=subprocess.STDOUT, env=env)
-            for i, (grpc, admin) in enumerate(self.replica_ports)]
+        self.replicas = [self._spawn_replica(i) for i in range(len(self.replica_ports))]
         self.sidecar = self.replicas[0]
         for proc, (_, admin) in zip(self.replicas, self.replica_ports):
             wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/readyz"), "sidecar", 60, proc)
+
+    def _spawn_replica(self, i: int) -> subprocess.Popen:
+        grpc, admin = self.replica_ports[i]
+        env = {**os.environ, "ORT_DYLIB_PATH": onnxruntime_library()}
+        env.setdefault("VANE_LOG", "info")
+        return subprocess.Popen(
+            [str(self.embedder_bin), "serve", "--config", str(self.sidecar_config),
+             "--grpc", f"127.0.0.1:{grpc}", "--admin", f"127.0.0.1:{admin}"],
+            stdout=self._log("sidecar" if i == 0 else f"sidecar-{i + 1}"), stderr=subprocess.STDOUT, env=env)
+
+    def restart_replica(self, i: int, timeout: float = 60):
+        """Starts replica ``i`` again on its ports (after it died or was stopped); waits for /readyz."""
+        stop_process(self.replicas[i])
+        self.replicas[i] = proc = self._spawn_replica(i)
+        if i == 0:
+            self.sidecar = proc
+        admin = self.replica_ports[i][1]
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/readyz"), "sidecar", timeout, proc)
 
     def stop_sidecar(self):
         for proc in self.replicas:

@@ -390,6 +390,36 @@ def test_truncated_json(port, client):
                                        extra_headers={"x-mock-truncate": "1"})
 
 
+def test_server_wide_faults_reset_and_stall(port):
+    """POST /mock/fault breaks every chat request until cleared, and marks each in its record."""
+    assert post(port, "/mock/fault", {"mode": "bogus"})[0].status == 400
+    assert post(port, "/mock/fault", {"mode": "reset"})[0].status == 200
+    got, err = _raw_read_stream(port, {})
+    assert err is not None and "[DONE]" not in (parse_sse(got) if got else [])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/chat/completions", json.dumps(chat_body()), {"content-type": "application/json"})
+    with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
+        conn.getresponse().read()
+    conn.close()
+
+    # A stall holds a JSON answer (nothing sent) until it is cleared, then closes.
+    assert post(port, "/mock/fault", {"mode": "stall"})[0].status == 200
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/chat/completions", json.dumps(chat_body()), {"content-type": "application/json"})
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    post(port, "/mock/fault", {"mode": None})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        conn.getresponse()
+    assert time.monotonic() - t0 < 2
+    conn.close()
+
+    resp, _ = post(port, "/v1/chat/completions", chat_body())  # cleared: answered again
+    assert resp.status == 200
+    faults = [r.get("fault") for r in json.loads(request(port, "GET", "/mock/requests")[1])["requests"]]
+    assert faults == ["reset", "reset", "stall", None]
+
+
 # ---- answers a cache must not keep -----------------------------------------------------------
 
 

@@ -90,3 +90,9 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"vane stack logs ({s.dir})", s.logs()))
         except OSError as e:  # the logs are a help, never the failure
             report.sections.append(("vane stack logs", f"unreadable: {e}"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The fault suite's table (tests/e2e/test_faults.py), when it ran."""
+    for line in getattr(config, "_vane_fault_table", []):
+        terminalreporter.write_line(line)

@@ -13,7 +13,7 @@ use log::{info, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
 
 use crate::admit::{self, Admission, Facts, RequestHeaders};
 use crate::capture::Capture;
@@ -29,10 +29,50 @@ use vane_proto::v1::StoreRequest;
 /// cancelled when the stream ends, which is exactly when the answer is complete.
 type StoreQueue = Rc<RefCell<VecDeque<(Vec<u8>, Option<String>)>>>;
 
+/// The filter's own Envoy stats (in /stats/prometheus under these names: Envoy puts custom wasm
+/// stats in the `wasmcustom` namespace, which its Prometheus output leaves off). Each worker's VM
+/// defines them and Envoy keeps one stat per name, so the gauges are moved by increments, never
+/// set: what each VM adds sums to the whole proxy's value.
+#[derive(Clone, Copy, Default)]
+struct Metrics {
+    /// Store calls queued for the next tick (bounded by `max_pending_stores`).
+    pending_stores: Option<u32>,
+    /// Stores dropped because the queue was full.
+    stores_dropped: Option<u32>,
+    /// Requests holding a cache ticket while their answer is copied (at most one per request
+    /// in flight; the sidecar keeps nothing per ticket).
+    tickets_held: Option<u32>,
+}
+
+impl Metrics {
+    fn define() -> Metrics {
+        let define = |kind, name: &str| match hostcalls::define_metric(kind, name) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warn!("vane: cannot define the metric {name}: {e:?}");
+                None
+            }
+        };
+        Metrics {
+            pending_stores: define(MetricType::Gauge, "vane_filter_pending_stores"),
+            stores_dropped: define(MetricType::Counter, "vane_filter_stores_dropped_total"),
+            tickets_held: define(MetricType::Gauge, "vane_filter_tickets_held"),
+        }
+    }
+
+    fn add(metric: Option<u32>, by: i64) {
+        if let Some(id) = metric {
+            // A stat that cannot move is not worth failing a request for.
+            let _ = hostcalls::increment_metric(id, by);
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Root {
     config: Rc<Config>,
     stores: StoreQueue,
+    metrics: Metrics,
 }
 
 impl Context for Root {
@@ -44,6 +84,11 @@ impl Context for Root {
 }
 
 impl RootContext for Root {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        self.metrics = Metrics::define();
+        true
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
         match Config::from_json(&raw) {
@@ -64,6 +109,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1000));
         while let Some((msg, traceparent)) = self.stores.borrow_mut().pop_front() {
+            Metrics::add(self.metrics.pending_stores, -1);
             let metadata = traceparent.iter().map(|tp| ("traceparent", tp.as_bytes())).collect();
             let sent = hostcalls::dispatch_grpc_call(self.config.sidecar_target(), vane_proto::SERVICE, "Store", metadata, Some(&msg), timeout);
             if let Err(e) = sent {
@@ -73,7 +119,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { config: self.config.clone(), stores: self.stores.clone(), state: State::PassThrough }))
+        Some(Box::new(Stream { config: self.config.clone(), stores: self.stores.clone(), metrics: self.metrics, state: State::PassThrough, ticket_held: false }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -99,7 +145,19 @@ enum State {
 struct Stream {
     config: Rc<Config>,
     stores: StoreQueue,
+    metrics: Metrics,
     state: State,
+    /// Whether this request counts in `vane_filter_tickets_held` (see [`Stream::count_ticket`]).
+    ticket_held: bool,
+}
+
+impl Drop for Stream {
+    /// A request that ends before its answer does (client gone, upstream reset) lets go here.
+    fn drop(&mut self) {
+        if self.ticket_held {
+            Metrics::add(self.metrics.tickets_held, -1);
+        }
+    }
 }
 
 /// A header value as raw bytes (the SDK's string getter panics on non-UTF-8 values).
@@ -140,13 +198,15 @@ impl RequestHeaders for EnvoyRequestHeaders {
 }
 
 /// Queues a Store for the root context's next tick; beyond `limit` waiting it is dropped.
-fn send_later(stores: &StoreQueue, limit: usize, call: Option<StoreRequest>, trace: &Option<String>) {
+fn send_later(stores: &StoreQueue, limit: usize, call: Option<StoreRequest>, trace: &Option<String>, metrics: Metrics) {
     let Some(call) = call else { return };
     let mut stores = stores.borrow_mut();
     if stores.len() < limit {
         stores.push_back((call.encode_to_vec(), trace.clone()));
+        Metrics::add(metrics.pending_stores, 1);
     } else {
         warn!("vane: too many pending cache writes; dropping a Store");
+        Metrics::add(metrics.stores_dropped, 1);
     }
 }
 
@@ -157,6 +217,16 @@ fn set_header(map: MapType, name: &str, value: &str) {
 }
 
 impl Stream {
+    /// Keeps `vane_filter_tickets_held` in step with the state: counted while an answer is
+    /// being copied for its ticket, no longer once its Store is queued or it will not be stored.
+    fn count_ticket(&mut self) {
+        let held = matches!(&self.state, State::Forwarded { capture, .. } if capture.is_copying());
+        if held != self.ticket_held {
+            Metrics::add(self.metrics.tickets_held, if held { 1 } else { -1 });
+            self.ticket_held = held;
+        }
+    }
+
     fn reply(&mut self, reply: LocalReply) -> Action {
         self.state = State::Replied;
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -190,6 +260,7 @@ impl Stream {
                 }
                 let trace = trace.cache_call_parent(fwd.route_span.as_deref());
                 self.state = State::Forwarded { response_headers: fwd.response_headers, capture: Capture::new(fwd.ticket), trace };
+                self.count_ticket();
                 if hostcalls::resume_http_request().is_err() {
                     warn!("vane: cannot resume the request");
                 }
@@ -307,11 +378,12 @@ impl HttpContext for Stream {
                 capture.on_response_headers(header_bytes(resp, ":status").as_deref(), header_bytes(resp, "content-type").as_deref(), &cache_control);
             }
         }
+        self.count_ticket();
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (stores, limit) = (&self.stores, self.config.max_pending_stores);
+        let (stores, limit, metrics) = (&self.stores, self.config.max_pending_stores, self.metrics);
         let State::Forwarded { capture, trace, .. } = &mut self.state else {
             return Action::Continue;
         };
@@ -323,7 +395,8 @@ impl HttpContext for Stream {
             0 => Vec::new(),
             n => hostcalls::get_buffer(BufferType::HttpResponseBody, 0, n).ok().flatten().unwrap_or_default(),
         };
-        send_later(stores, limit, capture.on_response_body(&chunk, end_of_stream, self.config.max_response_bytes), trace);
+        send_later(stores, limit, capture.on_response_body(&chunk, end_of_stream, self.config.max_response_bytes), trace, metrics);
+        self.count_ticket();
         Action::Continue
     }
 }

@@ -48,7 +48,9 @@ impl Conversations {
         entries.get(key).filter(|(_, at)| now.duration_since(*at) < self.ttl).map(|(s, _)| s.clone())
     }
 
-    pub fn put(&self, key: Key, state: State, now: Instant) {
+    /// Remembers `state` for `key`; returns how many conversations are remembered now (never
+    /// more than the bound: expired ones go first, then the least recently seen tenth).
+    pub fn put(&self, key: Key, state: State, now: Instant) -> usize {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.max && !entries.contains_key(&key) {
             entries.retain(|_, (_, at)| now.duration_since(*at) < self.ttl);
@@ -61,6 +63,7 @@ impl Conversations {
             }
         }
         entries.insert(key, (state, now));
+        entries.len()
     }
 
     pub fn len(&self) -> usize {
@@ -105,7 +108,8 @@ mod tests {
         assert_eq!(c.get(&key("t", "auto", ["a"]), t0).unwrap().model, "small");
         assert!(c.get(&key("t", "auto", ["a"]), t0 + Duration::from_secs(61)).is_none());
         for i in 0..100 {
-            c.put(key("t", "auto", [i.to_string().as_str()]), state("m"), t0 + Duration::from_millis(i));
+            let n = c.put(key("t", "auto", [i.to_string().as_str()]), state("m"), t0 + Duration::from_millis(i));
+            assert!(n <= 10, "{n}");
         }
         assert!(c.len() <= 10, "{}", c.len());
         assert!(c.get(&key("t", "auto", ["99"]), t0 + Duration::from_millis(100)).is_some(), "the newest stays");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use vane_cache::metrics::CacheMetrics;
@@ -29,6 +30,7 @@ pub struct Metrics {
     pii_findings: Family<Label, Counter>,
     trace_spans_dropped: Family<Label, Counter>,
     config_reloads: Family<Label, Counter>,
+    conversations: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,7 +54,9 @@ impl Default for Metrics {
         registry.register("trace_spans_dropped", "Spans not exported, by reason (queue_full: the export queue, tracing.max_queue, was full; export_failed: the collector refused or did not answer)", trace_spans_dropped.clone());
         let config_reloads = Family::<Label, Counter>::default();
         registry.register("config_reloads", "Configuration reloads (SIGHUP or a changed file), by result (applied, unchanged, invalid, needs_restart: nothing applied)", config_reloads.clone());
-        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets_dropped, safety_decisions, pii_findings, trace_spans_dropped, config_reloads }
+        let conversations = Gauge::default();
+        registry.register("conversations", "Conversations the multi-turn memory holds, after the last one routed (bounded by routing.multi_turn.max_conversations)", conversations.clone());
+        Metrics { registry: Arc::new(registry), cache, encoder, route_decisions, route_duration, route_errors, tickets_dropped, safety_decisions, pii_findings, trace_spans_dropped, config_reloads, conversations }
     }
 }
 
@@ -90,6 +94,11 @@ impl Metrics {
         self.trace_spans_dropped.get_or_create(&[("reason", reason)]).inc_by(count as u64);
     }
 
+    /// The multi-turn memory's size after a conversation was remembered.
+    pub fn conversations(&self, remembered: usize) {
+        self.conversations.set(remembered as i64);
+    }
+
     pub fn config_reload(&self, result: &'static str) {
         self.config_reloads.get_or_create(&[("result", result)]).inc();
     }
@@ -119,6 +128,7 @@ mod tests {
         m.ticket_dropped("too_large");
         m.spans_dropped("queue_full", 2);
         m.config_reload("invalid");
+        m.conversations(7);
         let text = m.render();
         for needle in [
             "vane_route_decisions_total{decision=\"forward\"} 1",
@@ -133,6 +143,7 @@ mod tests {
             "vane_tickets_dropped_total{reason=\"too_large\"} 1",
             "vane_trace_spans_dropped_total{reason=\"queue_full\"} 2",
             "vane_config_reloads_total{result=\"invalid\"} 1",
+            "vane_conversations 7",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -381,7 +381,8 @@ impl Pipeline {
             Some(r) => r,
             None => self.classify(p, &partition, &turns, &req.prompt, &embedding, &embedded.reading).await?,
         };
-        p.decider.conversations.put(routed.conversation, routed.state, Instant::now());
+        let remembered = p.decider.conversations.put(routed.conversation, routed.state, Instant::now());
+        self.metrics.conversations(remembered);
         let decision = routed.decision;
         debug!(model = %decision.model, category = %decision.category, confidence = decision.confidence, kept = ?decision.kept_from_conversation, "routed");
 
