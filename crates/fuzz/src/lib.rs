@@ -167,7 +167,6 @@ pub fn soup(tokens: Vec<&'static str>, max: usize) -> impl Strategy<Value = Stri
 /// from [`soup`] over `keys`), arrays and objects (keys from `keys` or arbitrary), nested a few
 /// levels deep.
 pub fn json(keys: Vec<&'static str>) -> impl Strategy<Value = Value> {
-    let text = soup(keys.clone(), 6);
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -175,9 +174,9 @@ pub fn json(keys: Vec<&'static str>) -> impl Strategy<Value = Value> {
         any::<u64>().prop_map(Value::from),
         (-1e6f64..1e6).prop_map(Value::from),
         select(vec![0.0, -0.0, 1e300, -1e-300, f64::MAX]).prop_map(Value::from),
-        text.clone().prop_map(Value::String),
+        soup(keys.clone(), 6).prop_map(Value::String),
     ];
-    let key = prop_oneof![3 => select(keys).prop_map(str::to_owned), 1 => text];
+    let key = prop_oneof![3 => select(keys.clone()).prop_map(str::to_owned), 1 => soup(keys, 6)];
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),

@@ -7,16 +7,15 @@ use proptest::prelude::*;
 use serde_json::Value;
 use vane_fuzz::openai::{completion, stream};
 use vane_fuzz::{config, json, mutate, peak_bytes, soup};
-use vane_proto::wire::sse::{assemble, events, replay};
+use vane_proto::wire::sse::{MAX_REPLAY_GROWTH, REPLAY_SLACK, assemble, events, replay};
 
 const SSE_TOKENS: &[&str] = &["data:", "data: ", "event:", "event: error", ": c", "id: 1", "\n", "\r\n", "\r", "\n\n", "[DONE]", "{", "}", "\"", "choices"];
 const COMPLETION_KEYS: &[&str] =
     &["id", "object", "created", "model", "choices", "index", "message", "delta", "role", "content", "refusal", "tool_calls", "function", "name", "arguments", "finish_reason", "usage", "system_fingerprint"];
 
-/// Most bytes of SSE a replay may give per byte of completion, plus a constant (see
-/// `vane_proto::wire::sse::replay`).
-const REPLAY_GROWTH: usize = 8;
-const REPLAY_SLACK: usize = 64 << 10;
+/// The bound replay keeps to, checked here with a small constant so that small inputs show
+/// any growth beyond it.
+const REPLAY_GROWTH: usize = MAX_REPLAY_GROWTH;
 
 /// Heap per input byte for assembling or reading events: linear, whatever the input.
 const BYTES_PER_BYTE: usize = 200;
@@ -45,6 +44,11 @@ fn any_completion() -> impl Strategy<Value = Vec<u8>> {
         2 => proptest::collection::vec(json(COMPLETION_KEYS.to_vec()), 0..8).prop_map(|choices| serde_json::json!({"id": "x", "choices": choices}).to_string().into_bytes()),
         2 => mutate(completion().prop_map(|c| c.to_string().into_bytes())),
         1 => proptest::collection::vec(any::<u8>(), 0..64),
+        // What makes a replay grow: a long id, model or fingerprint repeated over many choices.
+        2 => ("[a-z]{0,400}", 0..200usize, any::<bool>()).prop_map(|(id, n, with_message)| {
+            let choice = if with_message { serde_json::json!({"message": {}, "finish_reason": "stop"}) } else { serde_json::json!({}) };
+            serde_json::json!({"id": id, "model": id, "system_fingerprint": id, "choices": vec![choice; n]}).to_string().into_bytes()
+        }),
     ]
 }
 
@@ -123,7 +127,8 @@ proptest! {
         check_replay(&replayed)?;
         let back = assemble(&replayed).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         if usage {
-            prop_assert_eq!(String::from_utf8_lossy(&back), String::from_utf8_lossy(&null_content_as_empty_bytes(&assembled)));
+            let want = null_content_as_empty_bytes(&assembled);
+            prop_assert_eq!(String::from_utf8_lossy(&back), String::from_utf8_lossy(&want));
         } else {
             let mut want = null_content_as_empty(got);
             want.as_object_mut().unwrap().remove("usage");
@@ -170,3 +175,19 @@ fn null_content_as_empty_bytes(completion: &[u8]) -> Vec<u8> {
 }
 
 // --- cases found by fuzzing, kept as regressions ---
+
+/// A 20 KB completion of one long id over 1000 empty choices replayed to ~60 MB before replay
+/// was bounded; now it is refused (the filter forwards the request: `bad_cache_entry`).
+#[test]
+fn regression_replay_of_a_long_id_over_many_choices_is_refused() {
+    let id = "x".repeat(10_000);
+    let c = serde_json::json!({"id": id, "choices": vec![serde_json::json!({}); 1000]}).to_string();
+    let (sse, peak) = peak_bytes(|| replay(c.as_bytes(), false));
+    assert!(sse.is_none());
+    assert!(peak <= MAX_REPLAY_GROWTH * c.len() + REPLAY_SLACK + (1 << 20), "{peak}");
+    // Real completions, with many short choices, are well within the bound.
+    let choice = serde_json::json!({"index": 0, "message": {"role": "assistant", "content": "ok"}, "logprobs": null, "finish_reason": "stop"});
+    let many = serde_json::json!({"id": "chatcmpl-AbCdEfGhIjKlMnOpQrStUvWxYz012", "object": "chat.completion", "created": 1_700_000_000, "model": "meta-llama/Llama-3.1-8B-Instruct", "system_fingerprint": "fp_0123456789", "choices": vec![choice; 128]}).to_string();
+    let sse = replay(many.as_bytes(), false).unwrap();
+    assert!(sse.len() < 12 * many.len(), "{} for {}", sse.len(), many.len());
+}
