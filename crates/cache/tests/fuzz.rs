@@ -1,8 +1,8 @@
 //! Fuzzing the near-duplicate guard (`vane_cache::guard::conflict`) over prompts made of the
 //! words and characters its rules read: numbers, negations, opposites, directions, names,
-//! question words, CJK numerals, particles, negations and opposites, emoji. Each property runs
-//! `VANE_FUZZ_CASES` inputs (see `vane-fuzz`); found cases are kept at the end as named tests,
-//! and proptest replays the seeds in `proptest-regressions/fuzz.txt` first.
+//! question words, CJK numerals, particles, negations and opposites, emoji: one target (a
+//! `proptest!` block) of `VANE_FUZZ_CASES` inputs, split between its properties (see
+//! `vane-fuzz`). Found cases are kept at the end as named tests, and proptest replays the seeds in `proptest-regressions/fuzz.txt` first.
 
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -33,7 +33,7 @@ const BYTES_PER_BYTE: usize = 200;
 const SLACK: usize = 64 << 10;
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(2))]
 
     /// The guard, any two prompts: never a panic, heap linear in the prompts; a prompt never
     /// conflicts with itself; and whether two prompts conflict does not depend on which of

@@ -1,5 +1,6 @@
 //! Fuzzing the filter natively (it must never panic in Envoy: a panic kills the VM). Each
-//! property runs `VANE_FUZZ_CASES` inputs (see `vane-fuzz`); what it asserts beyond "no panic"
+//! target (a `proptest!` block: the request parser, the decision, the tenant, the configuration)
+//! gets `VANE_FUZZ_CASES` inputs, split between its properties (see `vane-fuzz`); what each asserts beyond "no panic"
 //! is in its comment. Found cases are kept below as named tests, and proptest replays the
 //! seeds in `proptest-regressions/fuzz.txt` first.
 
@@ -64,7 +65,7 @@ fn check_accepted(r: &ChatRequest) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(2))]
 
     /// Request parser, any bytes: a request or a 400 with a message, never a panic; heap linear
     /// in the body; an accepted request has a header-safe model, a context without the fields
@@ -178,7 +179,7 @@ fn headers_of(o: &Outcome) -> Vec<&(&'static str, String)> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(2))]
 
     /// Decision application: whatever the sidecar replies, every header the filter sets is a
     /// valid header value, a local reply's status is 200 or an error, a rewritten body is a JSON
@@ -329,7 +330,7 @@ fn is_hash(s: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(3))]
 
     /// Tenant: any headers under any accepted configuration give the same answer twice, and the
     /// answer is anonymous, `k:<hash>`, `h:<the header, UTF-8, no comma>` or `hb:<hash>`; a
@@ -426,7 +427,7 @@ fn config_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(1))]
 
     /// Filter configuration: any bytes are a configuration or an error naming what is wrong,
     /// never a panic; an accepted one holds every rule `from_json` states, and any path is

@@ -4,10 +4,11 @@
 //! configuration). Proptest rather than `cargo fuzz`: it runs on the stable toolchain, inside
 //! `cargo test`, and shrinks what it finds to a small input.
 //!
-//! - [`config`]: how many cases each property runs (`VANE_FUZZ_CASES`, default
-//!   [`DEFAULT_CASES`]; `make fuzz-ci` runs 100 000, `make fuzz` 1 000 000), an optional fixed
-//!   seed (`VANE_FUZZ_SEED`) to replay a run, and where failures are persisted
-//!   (`proptest-regressions/fuzz.txt` in the crate, replayed first on every later run).
+//! - [`config`]: how many inputs each target gets (`VANE_FUZZ_CASES`, default
+//!   [`DEFAULT_CASES`]; `make fuzz-ci` runs 100 000, `make fuzz` 1 000 000), split between the
+//!   target's properties; an optional fixed seed (`VANE_FUZZ_SEED`) to replay a run; where
+//!   failures are persisted (`proptest-regressions/fuzz.txt` in the crate, replayed first on
+//!   every later run).
 //! - [`peak_bytes`]: the most heap one call held, counted per thread by this crate's global
 //!   allocator, so a property can say that no input makes the code allocate without bound.
 //! - Generators: [`soup`] (text made of the tokens a parser cares about and arbitrary
@@ -26,22 +27,25 @@ pub use proptest;
 
 pub mod openai;
 
-/// Cases per property when `VANE_FUZZ_CASES` is unset: a smoke run that keeps a plain
-/// `cargo test` quick. The bounded CI run (`make fuzz-ci`) and `make fuzz` set more.
+/// Inputs per fuzz target when `VANE_FUZZ_CASES` is unset: a smoke run that keeps a plain
+/// `cargo test` quick. The bounded CI run (`make fuzz-ci`, 100 000) and `make fuzz`
+/// (1 000 000) set more.
 pub const DEFAULT_CASES: u32 = 1_000;
 
-/// Cases per property: `VANE_FUZZ_CASES`, else [`DEFAULT_CASES`].
+/// Inputs per fuzz target: `VANE_FUZZ_CASES`, else [`DEFAULT_CASES`].
 pub fn cases() -> u32 {
     std::env::var("VANE_FUZZ_CASES").ok().and_then(|v| v.trim().replace('_', "").parse().ok()).unwrap_or(DEFAULT_CASES)
 }
 
-/// The proptest configuration of every fuzz property: [`cases`] cases, a random seed unless
-/// `VANE_FUZZ_SEED` fixes one, failures kept in `proptest-regressions/fuzz.txt` (relative to
-/// the crate: cargo runs tests there), and shrinking bounded to a minute.
-pub fn config() -> Config {
+/// The proptest configuration of a fuzz target made of `properties` properties (one
+/// `proptest!` block each): [`cases`] inputs for the target, split evenly between them; a
+/// random seed unless `VANE_FUZZ_SEED` fixes one; failures kept in
+/// `proptest-regressions/fuzz.txt` (relative to the crate: cargo runs tests there); shrinking
+/// bounded to a minute.
+pub fn config(properties: u32) -> Config {
     let rng_seed = std::env::var("VANE_FUZZ_SEED").ok().and_then(|s| s.trim().parse().ok()).map_or(RngSeed::Random, RngSeed::Fixed);
     Config {
-        cases: cases(),
+        cases: cases().div_ceil(properties.max(1)),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/fuzz.txt"))),
         max_shrink_time: 60_000,
         max_global_rejects: 1 << 20,

@@ -1,7 +1,8 @@
 //! Fuzzing the SSE replay (the filter answering a streaming request from the cache) and the
-//! SSE assembly (the sidecar turning a streamed answer into the completion it caches). Each
-//! property runs `VANE_FUZZ_CASES` inputs (see `vane-fuzz`); found cases are kept at the end
-//! as named tests, and proptest replays the seeds in `proptest-regressions/fuzz.txt` first.
+//! SSE assembly (the sidecar turning a streamed answer into the completion it caches): one
+//! target (a `proptest!` block) of `VANE_FUZZ_CASES` inputs, split between its properties (see
+//! `vane-fuzz`). Found cases are kept at the end as named tests, and proptest replays the seeds
+//! in `proptest-regressions/fuzz.txt` first.
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -92,7 +93,7 @@ fn null_content_as_empty(mut v: Value) -> Value {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(5))]
 
     /// SSE events, any text: never a panic, no more data than text, heap linear in the text.
     #[test]
@@ -161,7 +162,9 @@ proptest! {
     #[test]
     fn fuzz_sse_replay_any_completion(bytes in any_completion(), usage in any::<bool>()) {
         let (sse, peak) = peak_bytes(|| replay(&bytes, usage));
-        prop_assert!(peak <= BYTES_PER_BYTE * bytes.len() + SLACK, "{peak} bytes held for {}", bytes.len());
+        // The stream buffer may double past the bound before the check refuses it.
+        let most = 2 * (REPLAY_GROWTH * bytes.len() + REPLAY_SLACK) + BYTES_PER_BYTE * bytes.len() + SLACK;
+        prop_assert!(peak <= most, "{peak} bytes held for {}", bytes.len());
         if let Some(sse) = sse {
             prop_assert!(sse.len() <= REPLAY_GROWTH * bytes.len() + REPLAY_SLACK, "{} bytes of SSE for {}", sse.len(), bytes.len());
             check_replay(&sse)?;

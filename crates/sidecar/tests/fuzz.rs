@@ -1,7 +1,8 @@
 //! Fuzzing the sidecar's readers of untrusted text: the configuration (parsing, the `extends`
 //! chain, what a reload compares) and the store policy (what of an upstream answer may be
-//! cached, SSE assembly included). Each property runs `VANE_FUZZ_CASES` inputs (see
-//! `vane-fuzz`); found cases are kept at the end as named tests, and proptest replays the seeds
+//! cached, SSE assembly included). Each target (a `proptest!` block: the configuration,
+//! the store policy) gets `VANE_FUZZ_CASES` inputs, split between its properties (see
+//! `vane-fuzz`). Found cases are kept at the end as named tests, and proptest replays the seeds
 //! in `proptest-regressions/fuzz.txt` first.
 
 use std::path::{Path, PathBuf};
@@ -53,10 +54,12 @@ const FIELDS: &[&str] = &[
 const BYTES_PER_BYTE: usize = 400;
 const SLACK: usize = 1 << 20;
 
+static BASE_DOC: std::sync::LazyLock<serde_yaml_ng::Value> = std::sync::LazyLock::new(|| serde_yaml_ng::from_str(BASE).unwrap());
+
 /// BASE with one field of one section set to an arbitrary value.
 fn overridden() -> impl Strategy<Value = String> {
     (select(SECTIONS.to_vec()), select(FIELDS.to_vec()), json(FIELDS.to_vec())).prop_map(|(section, field, value)| {
-        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(BASE).unwrap();
+        let mut doc = BASE_DOC.clone();
         let value: serde_yaml_ng::Value = serde_yaml_ng::to_value(&value).unwrap();
         if let Some(s) = doc.get_mut(section).and_then(serde_yaml_ng::Value::as_mapping_mut) {
             s.insert(field.into(), value);
@@ -103,7 +106,7 @@ fn is_live(field: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(2))]
 
     /// Configuration parsing, any text: a configuration or an error naming the field at fault,
     /// never a panic; heap linear in the text (YAML aliases included); the cache epoch of any
@@ -180,7 +183,7 @@ fn answer_body() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(config(2))]
 
     /// Store policy, any answer: stored or refused with a label from the bounded set, never a
     /// panic; heap linear in the body; what is stored is a `chat.completion` with a choice,
