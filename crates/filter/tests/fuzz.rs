@@ -1,8 +1,12 @@
 //! Fuzzing the filter natively (it must never panic in Envoy: a panic kills the VM). Each
 //! target (a `proptest!` block: the request parser, the decision, the tenant, the configuration)
-//! gets `VANE_FUZZ_CASES` inputs, split between its properties (see `vane-fuzz`); what each asserts beyond "no panic"
-//! is in its comment. Found cases are kept below as named tests, and proptest replays the
-//! seeds in `proptest-regressions/fuzz.txt` first.
+//! gets `VANE_FUZZ_CASES` inputs, split between its properties (see `vane-fuzz`); what each
+//! asserts beyond "no panic" is in its comment. Found cases are kept at the end as named tests,
+//! and proptest replays the seeds in `proptest-regressions/fuzz.txt` first.
+
+// A test binary, not the filter: its helpers may unwrap and index (clippy.toml allows it in
+// `#[test]` functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -214,10 +218,10 @@ proptest! {
                 if let Some(body) = &f.body {
                     let v: Value = serde_json::from_slice(body).unwrap();
                     prop_assert_eq!(&v["messages"], &req.to_value()["messages"]);
-                    if let Some(Action::Forward(fwd)) = decoded.as_ref().and_then(|d| d.action.as_ref()) {
-                        if !fwd.model.is_empty() {
-                            prop_assert_eq!(&v["model"], &Value::from(fwd.model.as_str()));
-                        }
+                    if let Some(Action::Forward(fwd)) = decoded.as_ref().and_then(|d| d.action.as_ref())
+                        && !fwd.model.is_empty()
+                    {
+                        prop_assert_eq!(&v["model"], &Value::from(fwd.model.as_str()));
                     }
                 }
             }

@@ -259,6 +259,7 @@ pub fn mutate(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::ValueTree;
 
     #[test]
     fn the_meter_sees_what_a_call_holds() {

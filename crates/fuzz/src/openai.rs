@@ -230,6 +230,9 @@ struct Plan {
     finish: &'static str,
 }
 
+/// A choice's deltas still to send, each with its finish reason (the last one's).
+type Deltas = std::collections::VecDeque<(Value, Option<&'static str>)>;
+
 /// A streamed completion: the SSE body, and the `chat.completion` it must assemble into.
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -301,8 +304,7 @@ pub fn stream() -> impl Strategy<Value = Stream> {
             if let Some(fp) = &fp {
                 head["system_fingerprint"] = fp.clone().into();
             }
-            let mut queues: Vec<(usize, std::collections::VecDeque<(Value, Option<&str>)>)> =
-                plans.iter().enumerate().map(|(i, p)| (i, p.deltas().into())).collect();
+            let mut queues: Vec<(usize, Deltas)> = plans.iter().enumerate().map(|(i, p)| (i, p.deltas().into())).collect();
             let mut chunks = Vec::new();
             let mut step = 0;
             while !queues.is_empty() {
