@@ -179,7 +179,7 @@ fn null_content_as_empty_bytes(completion: &[u8]) -> Vec<u8> {
 
 // --- cases found by fuzzing, kept as regressions ---
 
-/// A 20 KB completion of one long id over 1000 empty choices replayed to ~60 MB before replay
+/// A 13 KB completion of one long id over 1000 empty choices replayed to ~20 MB before replay
 /// was bounded; now it is refused (the filter forwards the request: `bad_cache_entry`).
 #[test]
 fn regression_replay_of_a_long_id_over_many_choices_is_refused() {
