@@ -15,7 +15,7 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test faults soak bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
+.PHONY: help run test faults soak bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit fuzz fuzz-ci e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
 	containers images compose-config compose-up compose-down compose-test
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make manifests  render deploy/kubernetes/overlays (kustomize) and validate every object, offline"
 	@echo "make faults the fault suite under load, each scenario 3 times with 4 s faults (make test runs it once, 2 s)"
 	@echo "make soak   mixed traffic for SOAK_SECONDS (1800): RSS slope of Envoy and sidecar, bounded gauges"
+	@echo "make fuzz   the fuzz targets (crates/*/tests/fuzz.rs), 1,000,000 inputs each; \`make test\` runs 100,000 (fuzz-ci)"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
 	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
@@ -38,7 +39,7 @@ run: toolchain venv models wasm
 	cargo build --release -p vane-sidecar
 	$(PY) tests/stack.py --profile release
 
-test: build lint unit e2e compose-test
+test: build lint unit fuzz-ci e2e compose-test
 
 build: toolchain venv models wasm sidecar
 
@@ -111,6 +112,20 @@ lint: toolchain promtool manifests
 unit: venv models promtool
 	cargo test --workspace
 	promtool test rules deploy/observability/alerts_test.yaml
+
+# Fuzzing (README "Fuzzing"): proptest properties in crates/{filter,proto,cache,sidecar}/tests/fuzz.rs.
+# Proptest, not cargo-fuzz: only the stable toolchain is here, and cargo-fuzz needs nightly.
+# VANE_FUZZ_CASES is the number of inputs per target (a proptest! block: the request parser, the
+# decision, the tenant, ...), split between its properties: 1,000 in a plain `cargo test`;
+# fuzz-ci, part of `make test`, runs 100,000, `make fuzz` 1,000,000. VANE_FUZZ_SEED=<n> replays a run.
+# `--workspace`: the same feature set as `unit`, so nothing is built again.
+FUZZ = cargo test --workspace --test fuzz
+
+fuzz-ci: toolchain
+	VANE_FUZZ_CASES=$${VANE_FUZZ_CASES:-100000} $(FUZZ)
+
+fuzz: toolchain
+	VANE_FUZZ_CASES=$${VANE_FUZZ_CASES:-1000000} $(FUZZ) --no-fail-fast
 
 e2e: build promtool
 	$(PY) -m pytest tests -q --durations=15

@@ -275,7 +275,8 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            ConfigError::Parse { path: if path == "." { "config".into() } else { path }, message: e.into_inner().to_string() }
+            // "." is the top level; an unknown key "" there has the empty path (found by fuzzing).
+            ConfigError::Parse { path: if path == "." || path.is_empty() { "config".into() } else { path }, message: e.into_inner().to_string() }
         })?;
         let mut errors = Vec::new();
         config.server.check(&mut errors);

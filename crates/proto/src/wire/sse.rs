@@ -31,9 +31,19 @@ impl Incomplete {
     }
 }
 
+/// How many bytes of stream a replay may give per byte of completion; real completions need
+/// under 12 (many short choices), see [`replay`].
+pub const MAX_REPLAY_GROWTH: usize = 16;
+/// Bytes of stream any completion may replay to, whatever its size.
+pub const REPLAY_SLACK: usize = 64 << 10;
+
 /// Replays a stored `chat.completion` as the SSE stream an upstream would have sent:
 /// a role chunk, a content chunk, a finish chunk per choice, optionally a usage chunk,
-/// then `data: [DONE]`. Returns `None` when the stored body is not a completion object.
+/// then `data: [DONE]`. Returns `None` when the stored body is not a completion object, or
+/// when the stream would be more than [`MAX_REPLAY_GROWTH`] times its size (plus
+/// [`REPLAY_SLACK`]): every chunk repeats the completion's `id`, `model` and fingerprint, so a
+/// long `id` over many (empty) choices would otherwise grow quadratically (a fuzz property in
+/// `tests/fuzz.rs` holds replay to this bound).
 ///
 /// ```
 /// let c = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"4"},"finish_reason":"stop"}]}"#;
@@ -41,6 +51,7 @@ impl Incomplete {
 /// assert!(sse.ends_with(b"data: [DONE]\n\n"));
 /// ```
 pub fn replay(completion: &[u8], include_usage: bool) -> Option<Vec<u8>> {
+    let limit = completion.len().saturating_mul(MAX_REPLAY_GROWTH).saturating_add(REPLAY_SLACK);
     let c: Value = serde_json::from_slice(completion).ok()?;
     let choices = c.get("choices")?.as_array()?;
     let base = |choices: Value| {
@@ -61,30 +72,37 @@ pub fn replay(completion: &[u8], include_usage: bool) -> Option<Vec<u8>> {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(v.to_string().as_bytes());
         out.extend_from_slice(b"\n\n");
+        out.len() <= limit
     };
     for (i, choice) in choices.iter().enumerate() {
         let index = choice.get("index").cloned().unwrap_or(json!(i));
         let message = choice.get("message").cloned().unwrap_or(json!({}));
         let role = message.get("role").cloned().unwrap_or(json!("assistant"));
-        event(base(json!([{"index": index, "delta": {"role": role, "content": ""}, "logprobs": null, "finish_reason": null}])));
+        if !event(base(json!([{"index": index, "delta": {"role": role, "content": ""}, "logprobs": null, "finish_reason": null}]))) {
+            return None;
+        }
         let mut delta = Map::new();
         for field in ["content", "refusal", "tool_calls"] {
             if let Some(v) = message.get(field).filter(|v| !v.is_null()) {
                 delta.insert(field.into(), with_tool_call_indexes(field, v));
             }
         }
-        if !delta.is_empty() {
-            event(base(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}])));
+        if !delta.is_empty() && !event(base(json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}]))) {
+            return None;
         }
         let finish = choice.get("finish_reason").cloned().unwrap_or(json!("stop"));
-        event(base(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish}])));
+        if !event(base(json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish}]))) {
+            return None;
+        }
     }
     if let Some(usage) = c.get("usage").filter(|_| include_usage) {
         let mut chunk = base(json!([]));
         if let Some(obj) = chunk.as_object_mut() {
             obj.insert("usage".into(), usage.clone());
         }
-        event(chunk);
+        if !event(chunk) {
+            return None;
+        }
     }
     out.extend_from_slice(b"data: [DONE]\n\n");
     Some(out)
@@ -284,9 +302,9 @@ fn merge_tool_call(calls: &mut BTreeMap<u64, Map<String, Value>>, delta: &Value)
     if let Some(f) = delta.get("function") {
         let function = call.entry("function").or_insert_with(|| json!({"name": "", "arguments": ""}));
         for field in ["name", "arguments"] {
-            if let (Some(piece), Some(slot)) = (f.get(field).and_then(Value::as_str), function.get_mut(field)) {
-                let joined = format!("{}{piece}", slot.as_str().unwrap_or(""));
-                *slot = Value::String(joined);
+            // Appended in place: a call streamed in many fragments is linear, not quadratic.
+            if let (Some(piece), Some(Value::String(slot))) = (f.get(field).and_then(Value::as_str), function.get_mut(field)) {
+                slot.push_str(piece);
             }
         }
     }
