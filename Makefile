@@ -15,7 +15,7 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test faults soak bench bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit fuzz fuzz-ci e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
+.PHONY: help run test faults soak bench bench-compare bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit fuzz fuzz-ci e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
 	containers images compose-config compose-up compose-down compose-test
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make soak   mixed traffic for SOAK_SECONDS (1800): RSS slope of Envoy and sidecar, bounded gauges"
 	@echo "make fuzz   the fuzz targets (crates/*/tests/fuzz.rs), 1,000,000 inputs each; \`make test\` runs 100,000 (fuzz-ci)"
 	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
+	@echo "make bench-compare  Route p50 side by side: MiniLM, multilingual-e5-small, MiniLM with tracing at sampling 1.0"
 	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
 	@echo "make heads-e5  the same heads over the multilingual encoder (needs models/build/e5/)"
@@ -152,6 +153,12 @@ bench: toolchain venv models wasm
 	./target/release/examples/route_bench --seconds 5 --callers 1,16,128
 	@# Embedded cache index: 10k/100k/1M entries over 1000 groups, and all in one group up to 100k.
 	./target/release/examples/cache_bench --sizes 10000,100000,1000000 --one-max 100000
+
+# Route p50 side by side in interleaved rounds: MiniLM, the multilingual encoder, MiniLM with every
+# trace exported (README "Languages", "Traces").
+bench-compare: toolchain venv models
+	cargo build --release -p vane-sidecar --example route_bench
+	tests/bench_route_compare.sh
 
 # Not part of `make bench`: loading and indexing 100k entries takes minutes. The Milvus backend's
 # correctness is in `make test` (tests/test_milvus_contract.py, tests/e2e/test_milvus.py).
