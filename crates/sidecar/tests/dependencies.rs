@@ -16,6 +16,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("routing", &["vane-model", "vane-proto"]),
     ("sidecar", &["vane-cache", "vane-model", "vane-proto", "vane-routing"]),
     ("tools", &["vane-cache", "vane-model", "vane-routing", "vane-sidecar"]),
+    // What the fuzz tests share; only ever a dev-dependency.
+    ("fuzz", &[]),
 ];
 
 /// The `vane-*` names under `[dependencies]` of a Cargo.toml.
