@@ -40,7 +40,8 @@ import numpy as np
 import onnx
 
 from graph import OPSET, SOURCE_PACKAGE, BertConfig, Weights, build_encoder, locate_model_dir
-from quantise import CALIBRATION_SENTENCES, encode_words, find_outlier_channels, pad_batch, quantize, self_check
+from quantise import (CALIBRATION_SENTENCES, encode_words, find_outlier_channels, manifest_entry, pad_batch, quantize,
+                      self_check)
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model (sentence_bert_config.json)
 
@@ -142,15 +143,7 @@ def main() -> None:
                 name: {"sha256": sha256(tmpdir / name), "bytes": (tmpdir / name).stat().st_size}
                 for name in (FP32_NAME, INT8_NAME, TOKENIZER_NAME)
             },
-            "quantization": {
-                "method": "onnxruntime.quantization.quantize_dynamic",
-                "weight_type": "QInt8",
-                "per_channel": True,
-                "reduce_range": True,
-                "padding_rows_zeroed": True,
-                # linear layer -> input channels computed in fp32 beside the quantised MatMul
-                "fp32_outlier_channels": {k: ",".join(map(str, v)) for k, v in outliers.items()},
-            },
+            "quantization": manifest_entry(outliers),
             "self_check": check,
             "tools": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
         }

@@ -38,7 +38,7 @@ import e5_source
 from e5_tokenizer import Reference, tokenizer_json
 from export import sha256
 from graph import OPSET, BertConfig, build_encoder
-from quantise import CALIBRATION_SENTENCES, find_outlier_channels, pad_batch, quantize, self_check
+from quantise import CALIBRATION_SENTENCES, find_outlier_channels, manifest_entry, pad_batch, quantize, self_check
 
 # E5's similarities are compressed (unrelated English sentences sit near 0.75), so the self-check's
 # related-above-unrelated margin is smaller than MiniLM's 0.2.
@@ -128,15 +128,7 @@ def main() -> None:
             },
             "files": {name: {"sha256": sha256(tmpdir / name), "bytes": (tmpdir / name).stat().st_size}
                       for name in (INT8_NAME, TOKENIZER_NAME)},
-            "quantization": {
-                "source_weights": "Q4_0 blocks dequantised exactly to fp32",
-                "method": "onnxruntime.quantization.quantize_dynamic",
-                "weight_type": "QInt8",
-                "per_channel": True,
-                "reduce_range": True,
-                "padding_rows_zeroed": True,
-                "fp32_outlier_channels": {k: ",".join(map(str, v)) for k, v in outliers.items()},
-            },
+            "quantization": {"source_weights": "Q4_0 blocks dequantised exactly to fp32", **manifest_entry(outliers)},
             "self_check": check,
             "tools": {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
         }

@@ -108,6 +108,19 @@ def quantize(qsrc_path: Path, int8_path: Path) -> None:
     )
 
 
+def manifest_entry(outliers: dict[str, list[int]]) -> dict:
+    """How quantize() quantised, for an export's manifest.json."""
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": True,
+        "padding_rows_zeroed": True,
+        # linear layer -> input channels computed in fp32 beside the quantised MatMul
+        "fp32_outlier_channels": {k: ",".join(map(str, v)) for k, v in outliers.items()},
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Self-check (onnxruntime only)
 # --------------------------------------------------------------------------------------------
