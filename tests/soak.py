@@ -15,8 +15,8 @@ Stores (Envoy's /stats/prometheus), the sidecar's conversations and cache entrie
 tests/load.py's UNDER_LOAD (the box is saturated on purpose: shedding is not what is measured).
 
 At the end it prints the totals, each gauge's maximum against its bound, and the RSS slope of
-each process in MiB/hour (least squares over the samples, and over those after the first fifth,
-once the cache and the allocators have filled). Samples go to target/soak/samples.csv. Exit
+each process in MiB/hour (least squares over all the samples, over those after the first fifth,
+and over the second half, once the cache and the allocators have filled). Samples go to target/soak/samples.csv. Exit
 status 1 when a request failed, a hit was stale or a gauge passed its bound; the slope is
 reported, not judged.
 """
@@ -157,13 +157,16 @@ def main() -> int:
           f"{totals['failed']} failed, {totals['stale']} stale")
     for p in problems:
         print(f"  problem: {p}")
+    # The caches and the allocator fill for minutes; the second half is what a leak would show in.
     late = [s for s in samples if s["t"] >= elapsed / 5]
+    half = [s for s in samples if s["t"] >= elapsed / 2]
     for proc in ("envoy", "sidecar"):
         key = f"{proc}_rss"
         first, last, peak = samples[0][key] / MIB, samples[-1][key] / MIB, max(s[key] for s in samples) / MIB
         print(f"  {proc:<8} RSS {first:.1f} -> {last:.1f} MiB (max {peak:.1f}); slope "
               f"{slope_per_hour([(s['t'], s[key]) for s in samples]):+.1f} MiB/h over the run, "
-              f"{slope_per_hour([(s['t'], s[key]) for s in late]):+.1f} MiB/h after the first fifth")
+              f"{slope_per_hour([(s['t'], s[key]) for s in late]):+.1f} MiB/h after the first fifth, "
+              f"{slope_per_hour([(s['t'], s[key]) for s in half]):+.1f} MiB/h over the second half")
     over = []
     for name, bound in bounds.items():
         peak = max(s[name] for s in samples)
