@@ -16,9 +16,9 @@ tests/load.py's UNDER_LOAD (the box is saturated on purpose: shedding is not wha
 
 At the end it prints the totals, each gauge's maximum against its bound, and the RSS slope of
 each process in MiB/hour (least squares over all the samples, over those after the first fifth,
-and over the second half, once the cache and the allocators have filled). Samples go to target/soak/samples.csv. Exit
-status 1 when a request failed, a hit was stale or a gauge passed its bound; the slope is
-reported, not judged.
+and over the second half, once the cache and the allocators have filled). Samples go to
+target/soak/samples.csv. Exit status 1 when a request failed, a hit was stale or a gauge passed
+its bound; the slope is reported, not judged.
 """
 from __future__ import annotations
 
@@ -158,15 +158,13 @@ def main() -> int:
     for p in problems:
         print(f"  problem: {p}")
     # The caches and the allocator fill for minutes; the second half is what a leak would show in.
-    late = [s for s in samples if s["t"] >= elapsed / 5]
-    half = [s for s in samples if s["t"] >= elapsed / 2]
+    windows = {"over the run": 0, "after the first fifth": elapsed / 5, "over the second half": elapsed / 2}
     for proc in ("envoy", "sidecar"):
         key = f"{proc}_rss"
         first, last, peak = samples[0][key] / MIB, samples[-1][key] / MIB, max(s[key] for s in samples) / MIB
-        print(f"  {proc:<8} RSS {first:.1f} -> {last:.1f} MiB (max {peak:.1f}); slope "
-              f"{slope_per_hour([(s['t'], s[key]) for s in samples]):+.1f} MiB/h over the run, "
-              f"{slope_per_hour([(s['t'], s[key]) for s in late]):+.1f} MiB/h after the first fifth, "
-              f"{slope_per_hour([(s['t'], s[key]) for s in half]):+.1f} MiB/h over the second half")
+        slopes = ", ".join(f"{slope_per_hour([(s['t'], s[key]) for s in samples if s['t'] >= start]):+.1f} MiB/h {name}"
+                           for name, start in windows.items())
+        print(f"  {proc:<8} RSS {first:.1f} -> {last:.1f} MiB (max {peak:.1f}); slope {slopes}")
     over = []
     for name, bound in bounds.items():
         peak = max(s[name] for s in samples)
