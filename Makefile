@@ -95,8 +95,11 @@ $(E5_MODELS) &: $(STAMP) models/export_e5.py models/e5_source.py models/e5_token
 wasm: toolchain
 	cargo build -p vane-filter --target wasm32-wasip1 --profile wasm
 
+# Every crate and test target, as `cargo test --workspace` builds them: a narrower build (`-p
+# vane-sidecar`) resolves other features for shared dependencies (tonic, tokio-stream, rand:
+# the dev-dependencies add some) and rebuilds them all again for the tests.
 sidecar:
-	cargo build -p vane-sidecar -p vane-tools
+	cargo build --workspace --all-targets
 
 # Renders each overlay in deploy/kubernetes/overlays with kubectl kustomize (from the venv) and
 # validates every object: Kubernetes kinds with kubernetes-validate, Istio kinds against the CRD

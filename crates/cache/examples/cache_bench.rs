@@ -11,14 +11,18 @@
 //! is how `GRAPH_FROM` was chosen, and searches one global 20k-vector graph with a group filter
 //! (the design not taken) for groups of 10%, 1% and 0.1% of it. `--snapshot` also times writing the cache to a snapshot (in
 //! the temp dir) and loading it into a fresh cache (which rebuilds the indexes).
+//! `--concurrent N`: one group of N entries, and lookup latency from one thread measured three
+//! times, for `--seconds` each: alone, while another thread inserts (each insert evicting the
+//! oldest entry), and while another thread writes snapshots back to back.
 //!
-//! `cargo run --release -p vane-cache --example cache_bench -- [--sizes 10000,100000,1000000] [--groups 1000] [--lookups 2000] [--one-max N] [--crossover] [--snapshot]`
+//! `cargo run --release -p vane-cache --example cache_bench -- [--sizes 10000,100000,1000000] [--groups 1000] [--lookups 2000] [--one-max N] [--crossover] [--snapshot] [--concurrent 100000 [--seconds 5]]`
 //! (`--one-max`: the one-group layout only up to N entries: building one 1M-vector graph
 //! through the cache's single lock takes tens of minutes on 2 cores).
 //!
 //! Uniform random vectors are the hard case for HNSW (no clusters, every distance alike), so
 //! recall and latency on real prompt embeddings should be better, not worse.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
@@ -162,6 +166,63 @@ fn time_snapshot(cache: &MemoryCache, now: Instant) -> String {
     format!("{save_ms:>8} {load_ms:>8} {mib:>9}")
 }
 
+/// Lookup latency while nothing else runs, while inserts run, while snapshots are written.
+fn concurrent(size: usize, seconds: f64) {
+    let mut rng = Rng(0xC0C0 ^ size as u64);
+    let cache = MemoryCache::new(THRESHOLD, Duration::from_secs(3600), size);
+    let now = Instant::now();
+    let (p, fp) = group(0, 1);
+    let mut kept = Vec::new();
+    for i in 0..size {
+        let v = rng.unit();
+        if i % (size / 1000).max(1) == 0 {
+            kept.push(v.clone());
+        }
+        cache.insert(p.clone(), fp, format!("prompt {i}"), v, format!("answer {i}").into_bytes(), now);
+    }
+    println!("{:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>14}", "entries", "during", "p50_us", "p99_us", "max_us", "lookups", "other_ops");
+    let snapshot = std::env::temp_dir().join(format!("cache_bench-concurrent-{}.snap", std::process::id()));
+    for during in ["nothing", "inserts", "snapshots"] {
+        let stop = AtomicBool::new(false);
+        let ops = AtomicUsize::new(0);
+        let mut times = Vec::new();
+        std::thread::scope(|s| {
+            let (cache, stop, ops, snapshot, p) = (&cache, &stop, &ops, &snapshot, &p);
+            s.spawn(move || {
+                let mut rng = Rng(0xBEEF);
+                let mut i = size;
+                while during != "nothing" && !stop.load(Ordering::Relaxed) {
+                    if during == "inserts" {
+                        cache.insert(p.clone(), fp, format!("prompt {i}"), rng.unit(), format!("answer {i}").into_bytes(), now);
+                        i += 1;
+                    } else {
+                        cache.save(snapshot, DIM, now).expect("snapshot written");
+                    }
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            let started = Instant::now();
+            let mut n = 0;
+            while started.elapsed().as_secs_f64() < seconds {
+                let query = if n % 2 == 0 { rng.near(&kept[(n / 2) % kept.len()]) } else { rng.unit() };
+                let t = Instant::now();
+                std::hint::black_box(cache.lookup(p, fp, &query, now, |_| true));
+                times.push(t.elapsed());
+                n += 1;
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        times.sort();
+        let other = match during {
+            "inserts" => format!("{} inserts", ops.into_inner()),
+            "snapshots" => format!("{} snapshots", ops.into_inner()),
+            _ => String::new(),
+        };
+        println!("{size:>9} {during:>9} {:>9.0} {:>9.0} {:>9.0} {:>8} {other:>14}", percentile(&times, 0.5), percentile(&times, 0.99), percentile(&times, 1.0), times.len());
+    }
+    let _ = std::fs::remove_file(&snapshot);
+}
+
 /// Flat scan against HNSW search at growing group sizes, one group.
 fn crossover() {
     println!("{:>6} {:>12} {:>12}", "group", "flat_p50_us", "hnsw_p50_us");
@@ -196,6 +257,7 @@ fn crossover() {
 fn main() {
     let mut sizes = vec![10_000, 100_000, 1_000_000];
     let (mut groups, mut lookups, mut cross, mut one_max, mut snapshot) = (1000, 2000, false, usize::MAX, false);
+    let (mut concurrent_size, mut seconds) = (None, 5.0);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -205,8 +267,13 @@ fn main() {
             "--crossover" => cross = true,
             "--snapshot" => snapshot = true,
             "--one-max" => one_max = args.next().and_then(|s| s.parse().ok()).expect("--one-max N"),
+            "--concurrent" => concurrent_size = Some(args.next().and_then(|s| s.parse().ok()).expect("--concurrent N")),
+            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).expect("--seconds S"),
             other => panic!("unknown argument {other}"),
         }
+    }
+    if let Some(size) = concurrent_size {
+        return concurrent(size, seconds);
     }
     if cross {
         crossover();

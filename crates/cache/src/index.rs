@@ -21,6 +21,7 @@
 //! within ~1e-3 of the f32 ones.
 
 use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -34,12 +35,33 @@ const CONNECTIVITY: usize = 16;
 const EXPANSION_ADD: usize = 128;
 const EXPANSION_SEARCH: usize = 64;
 
-pub enum GroupIndex {
+/// Calls a graph serves at once (USearch keeps a context per concurrent call and fails a call
+/// that finds none free, so callers beyond this wait in [`Slots`]).
+const SLOTS: usize = 16;
+
+/// One group's vectors, searched and changed without the cache's lock and without lookups
+/// waiting on writers: searches share `layout`'s read lock, writers take turns on `writer`, and
+/// a graph adds and removes under the read lock too (USearch adds, removes and searches
+/// concurrently). Only a flat group's row change and a graph's growth take the write lock, for
+/// microseconds; the promotion to a graph is built beside the flat scan and swapped in.
+#[derive(Default)]
+pub struct GroupIndex {
+    layout: RwLock<Layout>,
+    writer: Mutex<()>,
+}
+
+pub enum Layout {
     Flat(Flat),
     Graph(Graph),
 }
 
-#[derive(Default)]
+impl Default for Layout {
+    fn default() -> Self {
+        Layout::Flat(Flat::default())
+    }
+}
+
+#[derive(Default, Clone)]
 pub struct Flat {
     ids: Vec<u64>,
     /// Row `i` is the vector of `ids[i]`.
@@ -49,21 +71,48 @@ pub struct Flat {
 
 pub struct Graph {
     index: Index,
+    slots: Slots,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("vector index: {0}")]
 pub struct IndexError(String);
 
+/// What a [`GroupIndex`] insertion does.
+enum Step {
+    Row,
+    Promote(Flat),
+    Grow,
+    Add,
+}
+
+/// A panic elsewhere while a lock was held leaves nothing here half-changed that matters more
+/// than serving on.
+fn unpoison<G>(r: Result<G, PoisonError<G>>) -> G {
+    r.unwrap_or_else(PoisonError::into_inner)
+}
+
 impl GroupIndex {
     pub fn new() -> GroupIndex {
-        GroupIndex::Flat(Flat::default())
+        GroupIndex::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Layout> {
+        unpoison(self.layout.read())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Layout> {
+        unpoison(self.layout.write())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        unpoison(self.writer.lock())
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            GroupIndex::Flat(f) => f.ids.len(),
-            GroupIndex::Graph(g) => g.index.size(),
+        match &*self.read() {
+            Layout::Flat(f) => f.ids.len(),
+            Layout::Graph(g) => g.index.size(),
         }
     }
 
@@ -71,39 +120,66 @@ impl GroupIndex {
         self.len() == 0
     }
 
-    pub fn insert(&mut self, id: u64, vector: &[f32]) -> Result<(), IndexError> {
-        if let GroupIndex::Flat(flat) = self {
-            if !flat.ids.is_empty() && flat.dim() != vector.len() {
+    pub fn is_graph(&self) -> bool {
+        matches!(&*self.read(), Layout::Graph(_))
+    }
+
+    pub fn insert(&self, id: u64, vector: &[f32]) -> Result<(), IndexError> {
+        let _turn = self.writer();
+        // Writers take turns, so what is read here stays true until this one changes it.
+        let step = match &*self.read() {
+            Layout::Flat(flat) if !flat.ids.is_empty() && flat.dim() != vector.len() => {
                 return Err(IndexError(format!("{}-d vector in a {}-d group", vector.len(), flat.dim())));
             }
-            if flat.ids.len() + 1 < GRAPH_FROM {
-                flat.insert(id, vector);
-                return Ok(());
+            Layout::Flat(flat) if flat.ids.len() + 1 >= GRAPH_FROM => Step::Promote(flat.clone()),
+            Layout::Flat(_) => Step::Row,
+            Layout::Graph(graph) if graph.index.size() >= graph.index.capacity() => Step::Grow,
+            Layout::Graph(_) => Step::Add,
+        };
+        match step {
+            Step::Row => {
+                if let Layout::Flat(flat) = &mut *self.write() {
+                    flat.insert(id, vector);
+                }
+                Ok(())
             }
-            *self = GroupIndex::Graph(Graph::from_flat(flat, vector.len())?);
-        }
-        match self {
-            GroupIndex::Graph(g) => g.insert(id, vector),
-            GroupIndex::Flat(_) => unreachable!("promoted above"),
+            Step::Promote(flat) => {
+                // Thousands of graph insertions: built while lookups go on scanning the rows.
+                let graph = Graph::from_flat(&flat, vector.len())?;
+                graph.add(id, vector)?;
+                *self.write() = Layout::Graph(graph);
+                Ok(())
+            }
+            Step::Grow | Step::Add => {
+                if let (Step::Grow, Layout::Graph(graph)) = (&step, &*self.write()) {
+                    graph.grow(graph.index.size() + 1)?;
+                }
+                match &*self.read() {
+                    Layout::Graph(graph) => graph.add(id, vector),
+                    Layout::Flat(_) => Err(IndexError("a graph became flat".into())),
+                }
+            }
         }
     }
 
-    pub fn remove(&mut self, id: u64) {
-        match self {
-            GroupIndex::Flat(f) => f.remove(id),
-            GroupIndex::Graph(g) => {
-                // Removing a key the graph holds cannot fail; a key it does not hold is a no-op.
-                let _ = g.index.remove(id);
-            }
+    pub fn remove(&self, id: u64) {
+        let _turn = self.writer();
+        if let Layout::Graph(g) = &*self.read() {
+            // Removing a key the graph holds cannot fail; a key it does not hold is a no-op.
+            let _ = g.slots.run(|| g.index.remove(id));
+            return;
+        }
+        if let Layout::Flat(f) = &mut *self.write() {
+            f.remove(id);
         }
     }
 
     /// Up to `count` (id, similarity) pairs at or above `min_similarity`, most similar first.
     /// Exact for a flat group, approximate (HNSW) for a graph.
     pub fn search(&self, query: &[f32], count: usize, min_similarity: f32) -> Vec<(u64, f32)> {
-        let mut found = match self {
-            GroupIndex::Flat(f) => f.scan(query, min_similarity),
-            GroupIndex::Graph(g) => g.search(query, count),
+        let mut found = match &*self.read() {
+            Layout::Flat(f) => f.scan(query, min_similarity),
+            Layout::Graph(g) => g.search(query, count),
         };
         found.retain(|(_, sim)| *sim >= min_similarity);
         found.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -113,19 +189,13 @@ impl GroupIndex {
 
     /// The stored vector of `id` (for snapshots).
     pub fn vector(&self, id: u64) -> Option<Vec<f32>> {
-        match self {
-            GroupIndex::Flat(f) => f.row(id).map(<[f32]>::to_vec),
-            GroupIndex::Graph(g) => {
+        match &*self.read() {
+            Layout::Flat(f) => f.row(id).map(<[f32]>::to_vec),
+            Layout::Graph(g) => {
                 let mut out = Vec::new();
-                g.index.export(id, &mut out).ok().filter(|n| *n == 1).map(|_| out)
+                g.slots.run(|| g.index.export(id, &mut out)).ok().filter(|n| *n == 1).map(|_| out)
             }
         }
-    }
-}
-
-impl Default for GroupIndex {
-    fn default() -> Self {
-        GroupIndex::new()
     }
 }
 
@@ -183,27 +253,71 @@ impl Graph {
             expansion_search: EXPANSION_SEARCH,
             multi: false,
         };
-        let mut graph = Graph { index: Index::new(&options).map_err(|e| IndexError(e.to_string()))? };
+        let graph = Graph { index: Index::new(&options).map_err(|e| IndexError(e.to_string()))?, slots: Slots::new(SLOTS) };
+        graph.grow(flat.ids.len() + 1)?;
         for (id, v) in flat.ids.iter().zip(flat.vectors.chunks_exact(dim.max(1))) {
-            graph.insert(*id, v)?;
+            graph.add(*id, v)?;
         }
         Ok(graph)
     }
 
-    pub fn insert(&mut self, id: u64, vector: &[f32]) -> Result<(), IndexError> {
-        // USearch needs room reserved ahead of insertion; double it like a Vec would.
-        if self.index.size() >= self.index.capacity() {
-            self.index.reserve((self.index.capacity() * 2).max(GRAPH_FROM * 2)).map_err(|e| IndexError(e.to_string()))?;
+    /// Room for at least `needed` vectors, doubling like a Vec would. Not while other calls
+    /// run: a graph in a [`GroupIndex`] grows under its write lock.
+    fn grow(&self, needed: usize) -> Result<(), IndexError> {
+        if needed > self.index.capacity() {
+            let capacity = (self.index.capacity() * 2).max(needed).max(GRAPH_FROM * 2);
+            self.index.reserve_capacity_and_threads(capacity, SLOTS).map_err(|e| IndexError(e.to_string()))?;
         }
-        self.index.add(id, vector).map_err(|e| IndexError(e.to_string()))
+        Ok(())
+    }
+
+    /// Adds a vector; the caller has made room.
+    fn add(&self, id: u64, vector: &[f32]) -> Result<(), IndexError> {
+        self.slots.run(|| self.index.add(id, vector)).map_err(|e| IndexError(e.to_string()))
+    }
+
+    /// Adds a vector to a graph of its own (the cache bench's crossover).
+    pub fn insert(&mut self, id: u64, vector: &[f32]) -> Result<(), IndexError> {
+        self.grow(self.index.size() + 1)?;
+        self.add(id, vector)
     }
 
     pub fn search(&self, query: &[f32], count: usize) -> Vec<(u64, f32)> {
-        match self.index.search(query, count) {
+        match self.slots.run(|| self.index.search(query, count)) {
             // The IP metric's distance is 1 - dot.
             Ok(m) => m.keys.into_iter().zip(m.distances).map(|(id, d)| (id, 1.0 - d)).collect(),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// A counting semaphore: at most `n` callers inside [`Slots::run`] at once.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots { free: Mutex::new(n), freed: Condvar::new() }
+    }
+
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Held<'a>(&'a Slots);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                *unpoison(self.0.free.lock()) += 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let mut free = unpoison(self.free.lock());
+        while *free == 0 {
+            free = unpoison(self.freed.wait(free));
+        }
+        *free -= 1;
+        drop(free);
+        let _held = Held(self);
+        f()
     }
 }
 
@@ -244,18 +358,18 @@ mod tests {
     fn flat_and_graph_both_find_and_forget() {
         let mut seed = 1;
         let vectors: Vec<Vec<f32>> = (0..GRAPH_FROM + 500).map(|_| random_unit(&mut seed, 128)).collect();
-        let mut index = GroupIndex::new();
+        let index = GroupIndex::new();
         for (id, v) in vectors.iter().enumerate() {
             index.insert(id as u64, v).unwrap();
             if id == 10 {
-                assert!(matches!(index, GroupIndex::Flat(_)));
+                assert!(!index.is_graph());
                 assert_eq!(ids(&index.search(&vectors[3], 1, 0.5)), [3]);
                 index.remove(3);
                 assert!(ids(&index.search(&vectors[3], 5, -1.0)).iter().all(|id| *id != 3), "removed from the flat scan");
                 assert_eq!(index.vector(10).as_deref(), Some(&vectors[10][..]), "the moved row keeps its id");
             }
         }
-        assert!(matches!(index, GroupIndex::Graph(_)), "promoted at GRAPH_FROM");
+        assert!(index.is_graph(), "promoted at GRAPH_FROM");
         assert_eq!(index.len(), GRAPH_FROM + 499);
         assert_eq!(ids(&index.search(&vectors[2000], 1, 0.5)), [2000]);
         let stored = index.vector(2000).unwrap();

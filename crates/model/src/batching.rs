@@ -12,8 +12,14 @@
 //! shortest goes first (a long prompt's 256-token pass costs many short ones'). Each lane holds at most `queue`
 //! jobs; past that a caller is answered at once with [`EmbedError::Overloaded`] (a request's
 //! windows are admitted all or none). Jobs whose caller left are skipped.
+//!
+//! A batch also stops growing before its pass would outlast `max_pass`, judged by the cost of a
+//! padded token measured over recent passes ([`TokenCost`]): on a slow core a short prompt is
+//! not padded into a pass with long ones, and a prompt arriving behind a pass waits for about
+//! `max_pass` at most (or one text's pass, when that alone takes longer).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -156,6 +162,15 @@ impl<T> Lanes<T> {
         Ok(())
     }
 
+    /// Puts a job just taken back at the head of its lane (for another pass, or another encoder).
+    fn give_back(&self, p: Priority, job: T) {
+        let mut s = self.lock();
+        s.lane(p).push_front(job);
+        self.report(&s, p);
+        drop(s);
+        self.arrived.notify_one();
+    }
+
     /// Queues `job`, waiting while lane `p` holds `cap` or more; `false` once closed.
     fn push_wait(&self, p: Priority, job: T, cap: usize) -> bool {
         let mut s = self.lock();
@@ -246,11 +261,40 @@ pub struct BatchPolicy {
     pub max_wait: Duration,
     /// Jobs waiting for the tokeniser, per lane; more are refused as overload.
     pub queue: usize,
+    /// The longest a pass should take, by the measured cost per padded token ([`TokenCost`]);
+    /// zero: no limit.
+    pub max_pass: Duration,
 }
 
 impl BatchPolicy {
     pub fn from_config(m: &crate::config::ModelConfig) -> BatchPolicy {
-        BatchPolicy { max_batch: m.max_batch, max_batch_tokens: m.max_batch_tokens, max_wait: Duration::from_micros(m.max_wait_us), queue: m.queue }
+        BatchPolicy {
+            max_batch: m.max_batch,
+            max_batch_tokens: m.max_batch_tokens,
+            max_wait: Duration::from_micros(m.max_wait_us),
+            queue: m.queue,
+            max_pass: Duration::from_millis(m.max_pass_ms),
+        }
+    }
+}
+
+/// What one padded token costs the encoder, in nanoseconds: a moving average over the passes of
+/// every encoder thread (0 until the first pass).
+#[derive(Default)]
+struct TokenCost(AtomicU64);
+
+impl TokenCost {
+    fn observe(&self, padded: usize, took: Duration) {
+        let now = u64::try_from(took.as_nanos() / padded.max(1) as u128).unwrap_or(u64::MAX);
+        let old = self.0.load(Ordering::Relaxed);
+        let new = if old == 0 { now } else { old - old / 4 + now / 4 };
+        self.0.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a pass of `padded` tokens is expected to take longer than `max` (never while
+    /// nothing is measured, or with no limit).
+    fn over(&self, padded: usize, max: Duration) -> bool {
+        !max.is_zero() && Duration::from_nanos(self.0.load(Ordering::Relaxed).saturating_mul(padded as u64)) > max
     }
 }
 
@@ -298,11 +342,12 @@ impl EmbedQueue {
                 .expect("spawning the tokenizer thread");
         }
         let turn = Arc::new(Mutex::new(()));
+        let cost = Arc::new(TokenCost::default());
         for (i, encoder) in encoders.into_iter().enumerate() {
-            let (tokenized, turn, metrics) = (tokenized.clone(), turn.clone(), metrics.clone());
+            let (tokenized, turn, cost, metrics) = (tokenized.clone(), turn.clone(), cost.clone(), metrics.clone());
             thread::Builder::new()
                 .name(format!("vane-encoder-{i}"))
-                .spawn(move || run(encoder, &tokenized, &turn, policy, metrics))
+                .spawn(move || run(encoder, &tokenized, &turn, &cost, policy, metrics))
                 .expect("spawning an encoder thread");
         }
         EmbedQueue { feed: Arc::new(Feed { jobs, cap: policy.queue.max(1) }), dim }
@@ -385,10 +430,10 @@ fn tokenize(tokenizer: Tokenizer, jobs: &Lanes<Job>, out: &Lanes<Tokenized>, roo
     out.close();
 }
 
-fn run(mut encoder: Box<dyn Encoder>, lanes: &Lanes<Tokenized>, turn: &Mutex<()>, policy: BatchPolicy, metrics: EncoderMetrics) {
-    while let Some(batches) = collect(lanes, turn, policy) {
+fn run(mut encoder: Box<dyn Encoder>, lanes: &Lanes<Tokenized>, turn: &Mutex<()>, cost: &TokenCost, policy: BatchPolicy, metrics: EncoderMetrics) {
+    while let Some(batches) = collect(lanes, turn, cost, policy) {
         for jobs in batches {
-            run_batch(encoder.as_mut(), jobs, &metrics);
+            run_batch(encoder.as_mut(), jobs, cost, &metrics);
         }
     }
 }
@@ -396,7 +441,9 @@ fn run(mut encoder: Box<dyn Encoder>, lanes: &Lanes<Tokenized>, turn: &Mutex<()>
 /// The next batch, collected while holding `turn` (a job that would break the token budget goes
 /// in a batch of its own, after); `None` once the lanes are closed and empty. Prompts go first and
 /// in batches of their own; windows only when no prompt waits, at most [`WINDOW_BATCH`] a pass.
-fn collect(lanes: &Lanes<Tokenized>, turn: &Mutex<()>, policy: BatchPolicy) -> Option<Vec<Vec<Tokenized>>> {
+/// A job that would make the pass outlast `max_pass` goes back to its lane, for the next free
+/// encoder.
+fn collect(lanes: &Lanes<Tokenized>, turn: &Mutex<()>, cost: &TokenCost, policy: BatchPolicy) -> Option<Vec<Vec<Tokenized>>> {
     let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
     let (lane, first) = lanes.pop(None)?;
     let (windows, max_batch) = match lane {
@@ -411,9 +458,14 @@ fn collect(lanes: &Lanes<Tokenized>, turn: &Mutex<()>, policy: BatchPolicy) -> O
             Popped::Job(p, job) => Some((p, job)),
             Popped::Empty | Popped::Closed => None,
         } };
-        let Some((_, job)) = next else { break };
+        let Some((p, job)) = next else { break };
+        let padded = (jobs.len() + 1) * longest.max(job.ids.len());
+        if cost.over(padded, policy.max_pass) {
+            lanes.give_back(p, job);
+            break;
+        }
         longest = longest.max(job.ids.len());
-        if (jobs.len() + 1) * longest > policy.max_batch_tokens {
+        if padded > policy.max_batch_tokens {
             return Some(vec![jobs, vec![job]]);
         }
         jobs.push(job);
@@ -421,15 +473,17 @@ fn collect(lanes: &Lanes<Tokenized>, turn: &Mutex<()>, policy: BatchPolicy) -> O
     Some(vec![jobs])
 }
 
-fn run_batch(encoder: &mut dyn Encoder, mut jobs: Vec<Tokenized>, metrics: &EncoderMetrics) {
+fn run_batch(encoder: &mut dyn Encoder, mut jobs: Vec<Tokenized>, cost: &TokenCost, metrics: &EncoderMetrics) {
     jobs.retain(|j| !j.reply.is_closed());
     if jobs.is_empty() {
         return;
     }
     let started = Instant::now();
     let batch: Vec<Vec<u32>> = jobs.iter_mut().map(|j| std::mem::take(&mut j.ids)).collect();
+    let padded = batch.len() * batch.iter().map(Vec::len).max().unwrap_or(0);
     let result = encoder.encode(&batch);
     let pass = Pass { started, took: started.elapsed(), batch: jobs.len() };
+    cost.observe(padded, pass.took);
     metrics.observe_batch(pass.batch, pass.took);
     match result {
         Ok(vectors) => {
@@ -468,7 +522,7 @@ mod tests {
     }
 
     fn policy(max_batch: usize, queue: usize) -> BatchPolicy {
-        BatchPolicy { max_batch, max_batch_tokens: 1 << 20, max_wait: Duration::ZERO, queue }
+        BatchPolicy { max_batch, max_batch_tokens: 1 << 20, max_wait: Duration::ZERO, queue, max_pass: Duration::ZERO }
     }
 
     async fn embed_all(q: &EmbedQueue, texts: Vec<String>) -> Vec<Result<Vec<f32>, EmbedError>> {
@@ -627,5 +681,46 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let encoded = order.lock().unwrap().len();
         assert!(encoded < 20, "the abandoned windows are skipped, not encoded: {encoded}");
+    }
+
+    /// A pass costs 100 µs per padded token; records each pass's (texts, padded tokens).
+    struct PerToken(Arc<Mutex<Vec<(usize, usize)>>>);
+
+    impl Encoder for PerToken {
+        fn dim(&self) -> usize {
+            2
+        }
+        fn tokenizer(&self) -> Tokenizer {
+            crate::byte_tokenizer()
+        }
+        fn encode(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+            let padded = batch.len() * batch.iter().map(Vec::len).max().unwrap_or(0);
+            std::thread::sleep(Duration::from_micros(100 * padded as u64));
+            self.0.lock().unwrap().push((batch.len(), padded));
+            Ok(batch.iter().map(|ids| vec![ids.len() as f32, 1.0]).collect())
+        }
+    }
+
+    /// While a 50 ms pass runs, a short prompt and three long ones queue. Under a 30 ms limit no
+    /// later pass is planned over it (the short one is not padded to the long ones' length, and
+    /// two long ones do not share a pass); with no limit all four share one 80 ms pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_stops_growing_before_its_pass_would_outlast_max_pass() {
+        for (max_pass, expect_split) in [(Duration::from_millis(30), true), (Duration::ZERO, false)] {
+            let passes = Arc::new(Mutex::new(Vec::new()));
+            let q = EmbedQueue::start(Box::new(PerToken(passes.clone())), BatchPolicy { max_pass, ..policy(8, 64) }, EncoderMetrics::default());
+            let gate = { let q = q.clone(); tokio::spawn(async move { q.embed("g".repeat(500)).await }) };
+            tokio::time::sleep(Duration::from_millis(10)).await; // the gate is in its pass
+            let got = embed_all(&q, vec!["s".repeat(10), "a".repeat(200), "b".repeat(200), "c".repeat(200)]).await;
+            assert!(got.iter().all(Result::is_ok) && gate.await.unwrap().is_ok());
+            let passes = passes.lock().unwrap();
+            let after: Vec<_> = passes.iter().skip(1).copied().collect();
+            assert_eq!(after.iter().map(|p| p.0).sum::<usize>(), 4, "{passes:?}");
+            if expect_split {
+                assert!(after.iter().all(|&(n, padded)| n == 1 || padded <= 300), "a pass over 30 ms: {passes:?}");
+            } else {
+                assert!(after.iter().any(|&(_, padded)| padded > 300), "no limit: the queued prompts share a pass: {passes:?}");
+            }
+        }
     }
 }

@@ -58,6 +58,11 @@ pub struct ModelConfig {
     /// How long a prompt may wait for others to share its pass (0: only those already queued).
     #[serde(default)]
     pub max_wait_us: u64,
+    /// The longest an encoder pass should take: a batch stops growing before the measured cost
+    /// per padded token says it would outlast this (0: no limit). What a prompt arriving behind
+    /// a pass may wait, on any machine.
+    #[serde(default = "defaults::max_pass_ms")]
+    pub max_pass_ms: u64,
     /// Where the encoder runs: `cpu`, or `cuda` (needs the `cuda` build feature and a GPU).
     #[serde(default)]
     pub device: Device,
@@ -101,6 +106,7 @@ impl ModelConfig {
         check(self.max_batch >= 1, "max_batch: must be at least 1");
         check(self.max_batch_tokens >= self.max_tokens, "max_batch_tokens: must be at least model.max_tokens");
         check(self.max_wait_us <= 100_000, "max_wait_us: must be at most 100000 (0.1 s)");
+        check(self.max_pass_ms <= 10_000, "max_pass_ms: must be at most 10000 (10 s)");
         check(self.queue >= 1, "queue: must be at least 1");
     }
 
@@ -122,6 +128,7 @@ mod defaults {
     pub fn encoders() -> usize { 2 }
     pub fn max_batch() -> usize { 32 }
     pub fn max_batch_tokens() -> usize { 8192 }
+    pub fn max_pass_ms() -> u64 { 50 }
     pub fn queue() -> usize { 1024 }
 }
 

@@ -91,7 +91,7 @@ fn section(text: &str, dir: &Path) -> (RoutingConfig, Heads, Vec<String>) {
 }
 
 fn queue() -> EmbedQueue {
-    EmbedQueue::start(Box::new(Axes), BatchPolicy { max_batch: 8, max_batch_tokens: 4096, max_wait: Duration::ZERO, queue: 64 }, EncoderMetrics::default())
+    EmbedQueue::start(Box::new(Axes), BatchPolicy { max_batch: 8, max_batch_tokens: 4096, max_wait: Duration::ZERO, queue: 64, max_pass: Duration::ZERO }, EncoderMetrics::default())
 }
 
 async fn routing(extra: &str) -> Decider {

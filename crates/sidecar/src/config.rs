@@ -661,7 +661,7 @@ safety: { jailbreak: { head: jb.json, threshold: 0.8 } }
         let demo = Config::load_sections(&dir.join("vane.yaml")).unwrap();
         let bare = Config::parse("model: { onnx: m.onnx, tokenizer: t.json }\nrouting: { default_model: m }\nsafety: { jailbreak: { head: h.json, threshold: 0.5 } }\n", &dir).unwrap();
         let (m, b) = (&demo.model, &bare.model);
-        assert_eq!((m.max_tokens, m.threads, m.encoders, m.max_batch, m.max_batch_tokens, m.max_wait_us, m.queue, m.device), (b.max_tokens, b.threads, b.encoders, b.max_batch, b.max_batch_tokens, b.max_wait_us, b.queue, b.device));
+        assert_eq!((m.max_tokens, m.threads, m.encoders, m.max_batch, m.max_batch_tokens, m.max_wait_us, m.max_pass_ms, m.queue, m.device), (b.max_tokens, b.threads, b.encoders, b.max_batch, b.max_batch_tokens, b.max_wait_us, b.max_pass_ms, b.queue, b.device));
         let (r, b) = (&demo.routing, &bare.routing);
         assert_eq!((r.confidence_floor, r.example_similarity, r.max_unknown_share, &r.default_reasoning_effort), (b.confidence_floor, b.example_similarity, b.max_unknown_share, &b.default_reasoning_effort));
         let (t, u) = (&r.multi_turn, &b.multi_turn);

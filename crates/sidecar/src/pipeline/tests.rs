@@ -96,7 +96,7 @@ async fn start_keyed(extra: &str, key: Option<TicketKey>) -> Harness {
         config.heads.jailbreak = Some(jailbreak_head());
     }
     let encoded = Arc::new(AtomicUsize::new(0));
-    let policy = BatchPolicy { max_batch: 8, max_batch_tokens: 4096, max_wait: Duration::ZERO, queue: 64 };
+    let policy = BatchPolicy { max_batch: 8, max_batch_tokens: 4096, max_wait: Duration::ZERO, queue: 64, max_pass: Duration::ZERO };
     let queue = EmbedQueue::start(Box::new(Axes(encoded.clone())), policy, EncoderMetrics::default());
     let metrics = Metrics::default();
     let pipeline = Pipeline::build(&config, queue, metrics.clone()).await.unwrap();
