@@ -42,8 +42,9 @@ const SLOTS: usize = 16;
 /// One group's vectors, searched and changed without the cache's lock and without lookups
 /// waiting on writers: searches share `layout`'s read lock, writers take turns on `writer`, and
 /// a graph adds and removes under the read lock too (USearch adds, removes and searches
-/// concurrently). Only a flat group's row change and a graph's growth take the write lock, for
-/// microseconds; the promotion to a graph is built beside the flat scan and swapped in.
+/// concurrently). Only a flat group's row change and a graph's growth (a reallocation, once per
+/// doubling) take the write lock; the promotion to a graph is built beside the flat scan and
+/// swapped in.
 #[derive(Default)]
 pub struct GroupIndex {
     layout: RwLock<Layout>,
