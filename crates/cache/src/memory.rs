@@ -286,28 +286,32 @@ impl MemoryCache {
     /// The lock is held only to list them (shared texts and answers, no copies); vectors are
     /// read and the file written while lookups and inserts go on.
     pub fn save(&self, path: &Path, dim: usize, now: Instant) -> Result<usize, SnapshotError> {
-        let listed: Vec<(u64, Key, Arc<str>, Arc<[u8]>, Duration, Option<Arc<GroupIndex>>)> = {
+        let listed: Vec<Listed> = {
             let inner = self.lock();
             inner
                 .eviction
                 .in_order()
                 .filter_map(|id| inner.entries.get(&id).filter(|e| e.expires > now).map(|e| (id, e)))
-                .map(|(id, e)| {
-                    let group = inner.groups.get(&e.key).filter(|_| e.indexed).map(|g| Arc::clone(&g.index));
-                    (id, e.key.clone(), Arc::clone(&e.text), Arc::clone(&e.completion), e.expires - now, group)
+                .map(|(id, e)| Listed {
+                    id,
+                    key: e.key.clone(),
+                    text: Arc::clone(&e.text),
+                    completion: Arc::clone(&e.completion),
+                    remaining: e.expires - now,
+                    group: inner.groups.get(&e.key).filter(|_| e.indexed).map(|g| Arc::clone(&g.index)),
                 })
                 .collect()
         };
         let count = listed.len();
-        let saved = listed.into_iter().map(|(id, (partition, fingerprint), text, completion, remaining, group)| Saved {
-            partition,
-            fingerprint,
-            text: text.to_string(),
-            completion: completion.to_vec(),
-            remaining,
+        let saved = listed.into_iter().map(|l| Saved {
+            partition: l.key.0,
+            fingerprint: l.key.1,
+            text: l.text.to_string(),
+            completion: l.completion.to_vec(),
+            remaining: l.remaining,
             // Entries the index refused, removed since the listing, or exact-only have no
             // vector: write zeros, restored as exact-only.
-            embedding: group.and_then(|g| g.vector(id)).unwrap_or_else(|| vec![0.0; dim]),
+            embedding: l.group.and_then(|g| g.vector(l.id)).unwrap_or_else(|| vec![0.0; dim]),
         });
         snapshot::write(path, dim, count, saved)?;
         Ok(count)
@@ -326,6 +330,16 @@ impl MemoryCache {
         }
         Ok(loaded)
     }
+}
+
+/// An entry as `save` lists it under the lock: shared handles only, copied after.
+struct Listed {
+    id: u64,
+    key: Key,
+    text: Arc<str>,
+    completion: Arc<[u8]>,
+    remaining: Duration,
+    group: Option<Arc<GroupIndex>>,
 }
 
 #[cfg(test)]
