@@ -15,7 +15,7 @@ ORT_LIB  = $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime
 
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: help run test faults soak bench bench-compare bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit fuzz fuzz-ci e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
+.PHONY: help run test faults soak bench bench-peers peers bench-compare bench-milvus build wasm sidecar toolchain venv models promtool manifests lint unit fuzz fuzz-ci e2e clean heads heads-minilm heads-e5 cache-eval cache-eval-e5 cache-ceiling \
 	containers images compose-config compose-up compose-down compose-test
 
 help:
@@ -28,7 +28,8 @@ help:
 	@echo "make faults the fault suite under load, each scenario 3 times with 4 s faults (make test runs it once, 2 s)"
 	@echo "make soak   mixed traffic for SOAK_SECONDS (1800): RSS slope of Envoy and sidecar, bounded gauges"
 	@echo "make fuzz   the fuzz targets (crates/*/tests/fuzz.rs), 1,000,000 inputs each; \`make test\` runs 100,000 (fuzz-ci)"
-	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), Route RPC load, cache index lookups"
+	@echo "make bench  whole-request latency through Envoy (cache hit, routed miss, no filter), routed misses/s over the bare encoder's, Route RPC load, cache index lookups; summary in target/bench/"
+	@echo "make bench-peers  Vane beside Envoy alone, LiteLLM proxy and GPTCache's server: latency, wrk throughput, RSS"
 	@echo "make bench-compare  Route p50 side by side: MiniLM, multilingual-e5-small, MiniLM with tracing at sampling 1.0"
 	@echo "make bench-milvus  Milvus cache backend lookup latency at 100k entries (starts a local Milvus 2.3.5)"
 	@echo "make heads  retrain the classifier heads in config/heads/ and measure them on held-out rows"
@@ -153,9 +154,26 @@ soak: toolchain venv models wasm
 bench: toolchain venv models wasm
 	cargo build --release -p vane-sidecar --example route_bench -p vane-cache --example cache_bench
 	$(PY) tests/bench_latency.py --profile release
+	@# Routed misses/s through Envoy over the bare encoder's rate: encoder_ratio in target/bench/summary.txt.
+	$(PY) tests/bench_throughput.py --profile release
 	./target/release/examples/route_bench --seconds 5 --callers 1,16,128
 	@# Embedded cache index: 10k/100k/1M entries over 1000 groups, and all in one group up to 100k.
 	./target/release/examples/cache_bench --sizes 10000,100000,1000000 --one-max 100000
+
+# Side by side with the gateways users pick instead (tests/bench_peers.py, README "Measured"): each
+# peer in a venv of its own under .venv-peers (their openai clients conflict), wrk from Debian.
+PEERS := .venv-peers
+
+bench-peers: toolchain venv models wasm peers
+	cargo build --release -p vane-sidecar
+	$(PY) tests/bench_peers.py --profile release
+
+peers: $(PEERS)/litellm/.installed $(PEERS)/gptcache/.installed
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk)
+$(PEERS)/%/.installed: tests/peers/%.txt
+	test -x $(PEERS)/$*/bin/python || python3 -m venv $(PEERS)/$*
+	$(PEERS)/$*/bin/python -m pip install -q -r $<
+	touch $@
 
 # Route p50 side by side in interleaved rounds: MiniLM, the multilingual encoder, MiniLM with every
 # trace exported (README "Languages", "Traces").

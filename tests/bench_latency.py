@@ -7,6 +7,8 @@ has no Vane filter, then measures sequential requests over one keep-alive connec
   miss   distinct questions (MMLU-Pro, ~100+ tokens), routed and forwarded to a zero-delay upstream
   short  the same questions cut to their first 8 words (~12 tokens): a miss with a short prompt
   plain  the same zero-delay upstream through Envoy without the filter
+  1500w, 2000w  every 10th round: MMLU-Pro questions joined into a prompt of 1,500 / 2,000 words
+         (within / over the demo's jailbreak budget, `max_windows: 64`): the answers' statuses are counted
 The filter + sidecar overhead on a miss is `miss - plain`. Also prints the sidecar's RSS and
 the .wasm size. Numbers vary with machine load: compare the rows of one run with each other.
 """
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stack import ROOT, Stack, free_port  # noqa: E402
 
 QUESTIONS = ROOT.parent / "shared" / "data" / "routing" / "mmlu_pro_train.jsonl"
+SUMMARY = ROOT / "target" / "bench" / "summary.txt"
 
 
 def questions(n: int) -> list[str]:
@@ -53,7 +56,19 @@ def timed(conn: http.client.HTTPConnection, body: dict, headers: dict | None = N
     return took, cache
 
 
+def long_prompt(qs: list[str], i: int, words: int) -> str:
+    """`words` words of the questions from `i` on: distinct for each `i`."""
+    out: list[str] = []
+    for q in qs[i:] + qs[:i]:
+        out += q.split()
+        if len(out) >= words:
+            break
+    return " ".join(out[:words])
+
+
 def summary(name: str, samples: list[float]) -> str:
+    if not samples:
+        return f"{name:8} n=    0"
     samples = sorted(samples)
     p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
     return f"{name:8} n={len(samples):5}  p50={statistics.median(samples):7.3f} ms  p99={p(0.99):7.3f} ms  mean={statistics.fmean(samples):7.3f} ms"
@@ -90,7 +105,8 @@ def main():
             timed(vane, ask(hit_q))
             timed(vane, ask(paraphrase))
             timed(plain, ask(hit_q))
-        results: dict[str, list[float]] = {"exact": [], "semantic": [], "miss": [], "short": [], "plain": []}
+        results: dict[str, list[float]] = {"exact": [], "semantic": [], "miss": [], "short": [], "plain": [], "1500w": [], "2000w": []}
+        statuses: dict[str, dict[str, int]] = {"1500w": {}, "2000w": {}}
         qs = questions(args.n)
         for i in range(args.n):  # interleaved, so load changes hit every scenario alike
             took, cache = timed(vane, ask(hit_q))
@@ -106,11 +122,23 @@ def main():
             if cache == "miss":
                 results["short"].append(took)
             results["plain"].append(timed(plain, ask(qs[i]))[0])
+            if i % 10 == 0:
+                for name, words in (("1500w", 1500), ("2000w", 2000)):
+                    took, cache = timed(vane, ask(long_prompt(qs, i, words)))
+                    statuses[name][cache] = statuses[name].get(cache, 0) + 1
+                    results[name].append(took)  # every answer, refusals included: the time a client waits
         source = QUESTIONS if QUESTIONS.exists() else "synthetic questions (shared/data not found)"
         print(f"# {args.n} requests per scenario, sequential, keep-alive, loopback; sidecar profile {args.profile}")
         print(f"# miss questions: {source}")
         for name, samples in results.items():
-            print(summary(name, samples))
+            print(summary(name, samples) + (f"  answers: {statuses[name]}" if name in statuses else ""))
+        SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+        with open(SUMMARY, "w") as f:  # bench_throughput.py appends to it
+            for name, samples in results.items():
+                if samples:
+                    ordered = sorted(samples)
+                    f.write(f"{name}_p50_ms={statistics.median(ordered):.3f}\n"
+                            f"{name}_p99_ms={ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]:.3f}\n")
         base = statistics.median(results["plain"])
         for name in ("miss", "short"):
             print(f"filter+sidecar overhead, {name} (p50 {name} - p50 plain): {statistics.median(results[name]) - base:.3f} ms")

@@ -2,10 +2,12 @@
 //! called by N concurrent gRPC clients with distinct short prompts (every call is a cache miss
 //! that runs the encoder and the routing decision).
 //!
-//! `cargo run --release -p vane-sidecar --example route_bench -- [--config config/vane.yaml] [--models int8,fp32] [--seconds 5] [--callers 1,16,128] [--encoders N] [--tracing]`
+//! `cargo run --release -p vane-sidecar --example route_bench -- [--config config/vane.yaml] [--models int8,fp32] [--seconds 5] [--callers 1,16,128] [--encoders N] [--batching on,off] [--tracing] [--encoder-only]`
 //! prints one row per (model, batching, callers): p50/p99 latency and the sustained rate.
 //! Logging is installed as in the sidecar; `--tracing` also exports every trace (sampling 1.0)
 //! to the collector the `OTEL_EXPORTER_OTLP_*` variables name (default 127.0.0.1:4317).
+//! `--encoder-only`: the same prompts and callers straight into the encoder queue (no gRPC, no
+//! heads, no cache): the bare encoder's rate, what a routed miss could cost at best.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +62,34 @@ async fn load(addr: std::net::SocketAddr, callers: usize, seconds: f64, counter:
             (times, errors)
         }));
     }
+    collect(tasks, started).await
+}
+
+/// The encoder queue alone under the same load: `callers` tasks embedding distinct prompts.
+async fn embed_load(queue: &EmbedQueue, callers: usize, seconds: f64, counter: Arc<AtomicUsize>) -> Row {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (queue, counter) = (queue.clone(), counter.clone());
+            tokio::spawn(async move {
+                let (mut times, mut errors) = (Vec::new(), 0);
+                while Instant::now() < deadline {
+                    let text = prompt(counter.fetch_add(1, Ordering::Relaxed));
+                    let t0 = Instant::now();
+                    match queue.embed(text).await {
+                        Ok(_) => times.push(t0.elapsed().as_secs_f64() * 1e3),
+                        Err(_) => errors += 1,
+                    }
+                }
+                (times, errors)
+            })
+        })
+        .collect();
+    collect(tasks, started).await
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<(Vec<f64>, usize)>>, started: Instant) -> Row {
     let (mut all, mut errors) = (Vec::new(), 0);
     for t in tasks {
         let (times, e) = t.await.unwrap();
@@ -93,10 +123,12 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init(Some(&tracing), &exporter_metrics)?;
     eprintln!("tracing: {}", if telemetry.tracing() { tracing.url() } else { "off".into() });
     let counter = Arc::new(AtomicUsize::new(0));
+    let encoder_only = std::env::args().any(|a| a == "--encoder-only");
+    let unit = if encoder_only { "Embed/s" } else { "Route/s" };
     println!("encoder: {}", Config::load(std::path::Path::new(&config_path))?.model.encoder);
-    println!("| model | batching | callers | p50 ms | p99 ms | Route/s | errors |\n|---|---|---|---|---|---|---|");
+    println!("| model | batching | callers | p50 ms | p99 ms | {unit} | errors |\n|---|---|---|---|---|---|---|");
     for model in models.split(',') {
-        for batching in [true, false] {
+        for batching in arg("--batching", "on,off").split(',').map(|b| b == "on") {
             let mut config = Config::load(std::path::Path::new(&config_path))?;
             // The configuration's own encoder in this precision (minilm-int8.onnx -> minilm-fp32.onnx).
             let file = config.model.onnx.file_name().map(|f| f.to_string_lossy().replace("int8", model).replace("fp32", model)).unwrap_or_default();
@@ -108,6 +140,15 @@ async fn main() -> anyhow::Result<()> {
             config.model.encoders = encoders.unwrap_or(config.model.encoders);
             let metrics = Metrics::default();
             let queue = EmbedQueue::start_many(OnnxEncoder::load_all(&config.model)?, BatchPolicy::from_config(&config.model), metrics.encoder.clone());
+            let label = if batching { format!("max_batch {}", config.model.max_batch) } else { "off".into() };
+            if encoder_only {
+                embed_load(&queue, 4, 1.0, counter.clone()).await; // warm up
+                for &n in &callers {
+                    let r = embed_load(&queue, n, seconds, counter.clone()).await;
+                    println!("| {model} | {label} | {n} | {:.2} | {:.2} | {:.0} | {} |", r.p50, r.p99, r.rate, r.errors);
+                }
+                continue;
+            }
             let pipeline = Arc::new(Pipeline::build(&config, queue, metrics).await?);
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
@@ -120,7 +161,6 @@ async fn main() -> anyhow::Result<()> {
             load(addr, 4, 1.0, counter.clone()).await; // warm up
             for &n in &callers {
                 let r = load(addr, n, seconds, counter.clone()).await;
-                let label = if batching { format!("max_batch {}", config.model.max_batch) } else { "off".into() };
                 println!("| {model} | {label} | {n} | {:.2} | {:.2} | {:.0} | {} |", r.p50, r.p99, r.rate, r.errors);
             }
             let _ = stop.send(());
