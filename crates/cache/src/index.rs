@@ -152,7 +152,11 @@ impl GroupIndex {
                 Ok(())
             }
             Step::Grow | Step::Add => {
-                if let (Step::Grow, Layout::Graph(graph)) = (&step, &*self.write()) {
+                // Only growing needs the graph to itself: an add runs beside searches. (A
+                // tuple `(&step, &*self.write())` would take the write lock for every add.)
+                if matches!(step, Step::Grow)
+                    && let Layout::Graph(graph) = &*self.write()
+                {
                     graph.grow(graph.index.size() + 1)?;
                 }
                 match &*self.read() {
