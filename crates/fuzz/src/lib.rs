@@ -44,8 +44,13 @@ pub fn cases() -> u32 {
 /// bounded to a minute.
 pub fn config(properties: u32) -> Config {
     let rng_seed = std::env::var("VANE_FUZZ_SEED").ok().and_then(|s| s.trim().parse().ok()).map_or(RngSeed::Random, RngSeed::Fixed);
+    let cases = cases().div_ceil(properties.max(1));
     Config {
-        cases: cases().div_ceil(properties.max(1)),
+        cases,
+        // Generators that keep only what the code accepts (`prop_filter_map`, e.g. a filter
+        // configuration) reject a share of their draws: allow as many rejects as cases, or a
+        // 10⁶ run stops at proptest's fixed 65,536 (a quarter of the tenant target's draws).
+        max_local_rejects: cases.max(1 << 16),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/fuzz.txt"))),
         max_shrink_time: 60_000,
         max_global_rejects: 1 << 20,
