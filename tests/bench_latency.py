@@ -66,12 +66,16 @@ def long_prompt(qs: list[str], i: int, words: int) -> str:
     return " ".join(out[:words])
 
 
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def summary(name: str, samples: list[float]) -> str:
     if not samples:
         return f"{name:8} n=    0"
-    samples = sorted(samples)
-    p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
-    return f"{name:8} n={len(samples):5}  p50={statistics.median(samples):7.3f} ms  p99={p(0.99):7.3f} ms  mean={statistics.fmean(samples):7.3f} ms"
+    return (f"{name:8} n={len(samples):5}  p50={statistics.median(samples):7.3f} ms  p99={percentile(samples, 0.99):7.3f} ms  "
+            f"mean={statistics.fmean(samples):7.3f} ms")
 
 
 def rss_mb(pid: int) -> float:
@@ -136,9 +140,7 @@ def main():
         with open(SUMMARY, "w") as f:  # bench_throughput.py appends to it
             for name, samples in results.items():
                 if samples:
-                    ordered = sorted(samples)
-                    f.write(f"{name}_p50_ms={statistics.median(ordered):.3f}\n"
-                            f"{name}_p99_ms={ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]:.3f}\n")
+                    f.write(f"{name}_p50_ms={statistics.median(samples):.3f}\n{name}_p99_ms={percentile(samples, 0.99):.3f}\n")
         base = statistics.median(results["plain"])
         for name in ("miss", "short"):
             print(f"filter+sidecar overhead, {name} (p50 {name} - p50 plain): {statistics.median(results[name]) - base:.3f} ms")

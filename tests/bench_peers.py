@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_latency import QUESTIONS, rss_mb  # noqa: E402
+from bench_latency import QUESTIONS, percentile, rss_mb  # noqa: E402
 from stack import ROOT, Stack, free_port, http_ok, stop_process, wait_until  # noqa: E402
 
 PEERS = ROOT / ".venv-peers"
@@ -147,11 +147,6 @@ def wrk_run(port: int, bodies: Path, *, connections: int, seconds: int, offset: 
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "requests": requests,
             "failed": (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)}
-
-
-def percentile(samples: list[float], q: float) -> float:
-    samples = sorted(samples)
-    return samples[min(len(samples) - 1, int(q * len(samples)))]
 
 
 def main():

@@ -4,13 +4,11 @@
 --   WRK_REPEAT=1       every request sends line WRK_OFFSET (a cache hit after the first)
 -- Without WRK_REPEAT, thread k of N sends lines offset+k, offset+k+N, ...: no body twice until
 -- the file runs out (then it wraps; bench_peers.py checks the count against the file).
-local threads = {}
 local counter = 0
 
 function setup(thread)
   counter = counter + 1
   thread:set("id", counter - 1)
-  table.insert(threads, thread)
 end
 
 function init(args)
